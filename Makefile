@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv and
+# installs what is missing (torch first, pinned, so pip never pulls a multi-GB CUDA build).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m lmforge pretrain --out runs/demo-$$(date +%Y%m%d-%H%M%S) train.max_steps=2000 && \
+	$(PY) -m lmforge generate $$(ls -d runs/demo-* | tail -1) --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/pretrain_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

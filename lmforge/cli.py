@@ -1,0 +1,111 @@
+"""Command line: `lmforge SUBCOMMAND ...`, a thin layer over the Python API.
+
+Each subcommand is a function `cli(argv) -> exit code` named in COMMANDS and imported only
+when used. Errors a user can fix print one line, `lmforge: error: ...`, and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("lmforge.cli:pretrain_cli", "train a language model from scratch"),
+    "generate": ("lmforge.cli:generate_cli", "generate text from a run"),
+    "finetune": ("lmforge.finetune:cli", "fine-tune for classification, seq2seq or lm"),
+    "evaluate": ("lmforge.evaluate:cli", "score a run on a dataset"),
+    "predict": ("lmforge.tasks.classify:predict_cli", "classify texts with a classifier run"),
+    "compare": ("lmforge.compare:cli", "train several architectures on one budget and compare"),
+    "tokenizer": ("lmforge.tokenizers.cli:cli", "train, encode and decode with tokenizers"),
+    "glove": ("lmforge.convert.glove:cli", "train GloVe vectors, nearest words, analogies"),
+    "convert": ("lmforge.convert.cli:cli", "Hugging Face checkpoints in and out"),
+    "serve": ("lmforge.serve.app:cli", "serve a run over HTTP with a web playground"),
+}
+
+
+def pretrain_cli(argv: list[str]) -> int:
+    """lmforge pretrain [--config FILE] [--data PATH] [--out DIR] [--resume RUN] [key=value ...]"""
+    parser = argparse.ArgumentParser(
+        prog="lmforge pretrain",
+        description="Train a language model from scratch (default: a char-level GPT on the "
+                    "bundled Tiny Shakespeare). Trailing key=value pairs override the config, "
+                    "e.g. model.n_layers=6 train.lr=3e-4.")
+    parser.add_argument("--config", help="YAML recipe (see configs/)")
+    parser.add_argument("--data", help="corpus: a text file, folder, glob or .jsonl (= data.path)")
+    parser.add_argument("--out", help="run directory to create (= out)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    from .config import load_config
+    from .pretrain import pretrain, resume_config
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.path={args.data}")
+    if args.resume:
+        cfg = resume_config(args.resume, overrides)
+    else:
+        if args.out:
+            overrides.append(f"out={args.out}")
+        cfg = load_config(args.config, overrides)
+    pretrain(cfg, resume=bool(args.resume))
+    return 0
+
+
+def generate_cli(argv: list[str]) -> int:
+    """lmforge generate RUN --prompt TEXT [sampling options]"""
+    parser = argparse.ArgumentParser(prog="lmforge generate", description="Generate text from a run.")
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--prompt", default="", help="text to continue ('' = start a new document)")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--stop", action="append", default=[], help="stop at this string")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    from .run import load_run
+
+    run = load_run(args.run, device=args.device)
+    text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        seed=args.seed, stop=args.stop)
+    print(args.prompt + text)
+    return 0
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: lmforge COMMAND [options]   (lmforge COMMAND --help for details)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lmforge` console script and `python -m lmforge`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"lmforge: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[name]
+    module_name, func_name = target.split(":")
+    from .config import ConfigError
+    from .train.checkpoint import CheckpointError
+    from .train.loop import TrainingDiverged
+
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(rest) or 0)
+    except (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError) as err:
+        print(f"lmforge: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130

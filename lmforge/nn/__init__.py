@@ -1,0 +1,1 @@
+"""Reusable blocks with plain-argument constructors (no configs inside)."""

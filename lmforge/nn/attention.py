@@ -1,0 +1,145 @@
+"""Multi-head attention: self-attention (causal or not, with a KV cache) and cross-attention.
+
+Both run on `F.scaled_dot_product_attention`, which picks a fused kernel (flash / memory-
+efficient on CUDA, a vectorised C++ path on CPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .positional import Rotary
+
+
+class KVCache:
+    """Preallocated keys and values of one attention layer, filled left to right.
+
+    Decoding appends one step at a time into the buffer, so the prefix is never recomputed
+    and no tensor is re-allocated per token.
+    """
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int,
+                 device: torch.device | str, dtype: torch.dtype) -> None:
+        self.k = torch.zeros(batch, n_heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.length = 0  # tokens stored so far
+
+    @property
+    def capacity(self) -> int:
+        return self.k.size(2)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, hd); return all keys and values so far (B, H, L, hd)."""
+        T = k.size(2)
+        if self.length + T > self.capacity:
+            raise ValueError(f"KV cache full: {self.length} + {T} > {self.capacity} positions")
+        self.k[:, :, self.length:self.length + T] = k
+        self.v[:, :, self.length:self.length + T] = v
+        self.length += T
+        return self.k[:, :, :self.length], self.v[:, :, :self.length]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the given batch rows, in that order (beam search reorders beams)."""
+        self.k = self.k.index_select(0, rows)
+        self.v = self.v.index_select(0, rows)
+
+
+def build_attn_mask(q_len: int, k_len: int, causal: bool, key_mask: torch.Tensor | None,
+                    device: torch.device) -> torch.Tensor | None:
+    """Boolean (B|1, 1, q_len, k_len) mask, True where attention is allowed.
+
+    Queries are the last `q_len` of `k_len` positions (a cache holds the earlier ones).
+    A query that would see no key at all (a padding position) may see itself, so that
+    softmax never divides by zero; its output is ignored downstream anyway.
+    """
+    if not causal and key_mask is None:
+        return None
+    allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
+    offset = k_len - q_len
+    if causal:
+        allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=offset)
+    allowed = allowed[None, None]  # (1, 1, Tq, Tk)
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :].bool()  # (B, 1, Tq, Tk)
+        diag = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
+        diag[torch.arange(q_len), torch.arange(q_len) + offset] = True
+        allowed = allowed | diag[None, None]
+    return allowed
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 causal: bool = True, rotary: Rotary | None = None) -> None:
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.n_heads, self.head_dim, self.causal = n_heads, d_model // n_heads, causal
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.proj.is_residual_proj = True  # scaled init (GPT-2)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+        self.rotary = rotary
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        start = cache.length if cache is not None else 0
+        if self.rotary is not None:
+            q, k = self.rotary(q, start), self.rotary(k, start)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, start+T, hd)
+        S = k.size(2)
+        dropout_p = self.dropout if self.training else 0.0
+        if key_mask is None and (not self.causal or T == 1):
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        elif key_mask is None and S == T:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            mask = build_attn_mask(T, S, self.causal, key_mask, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, D)  # (B, T, D)
+        return self.resid_dropout(self.proj(y))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of decoder queries over encoder outputs (memory)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 d_memory: int | None = None) -> None:
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.q = nn.Linear(d_model, d_model, bias=bias)
+        self.kv = nn.Linear(d_memory or d_model, 2 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.proj.is_residual_proj = True
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project encoder outputs (B, S, Dm) to keys and values (B, H, S, hd) once per input."""
+        B, S, _ = memory.shape
+        k, v = self.kv(memory).split(self.n_heads * self.head_dim, dim=2)
+        k = k.view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                memory_mask: torch.Tensor | None = None,
+                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        B, T, D = x.shape
+        k, v = memory_kv if memory_kv is not None else self.memory_kv(memory)
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        mask = None if memory_mask is None else memory_mask[:, None, None, :].bool()  # (B,1,1,S)
+        dropout_p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, D)
+        return self.resid_dropout(self.proj(y))

@@ -1,0 +1,24 @@
+"""Position-wise feed-forward block of a Transformer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .activation import get_activation
+
+
+class MLP(nn.Module):
+    """Linear(D -> F), activation, Linear(F -> D), dropout."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", dropout: float = 0.0,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d_model, d_ff, bias=bias)
+        self.act = get_activation(activation)
+        self.proj = nn.Linear(d_ff, d_model, bias=bias)
+        self.proj.is_residual_proj = True  # scaled init (GPT-2): see models/gpt.py
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.act(self.fc(x))))  # (B, T, D)

@@ -1,0 +1,98 @@
+"""A run directory, reloaded: config, tokenizer and weights, ready to generate or evaluate.
+
+    runs/NAME/
+      config.yaml          the fully resolved config the run used
+      model_config.json    architecture
+      tokenizer.json
+      model.safetensors    weights (latest checkpoint)
+      best.safetensors     best weights by the validation metric (fine-tuning runs)
+      trainer_state.pt     optimizer, schedule, step, data position, RNG states
+      metrics.csv, plots/*.png, samples.txt
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config, ConfigError, ModelConfig, config_from_dict, read_yaml
+from .models.build import build_model
+from .train.checkpoint import BEST_WEIGHTS, WEIGHTS, CheckpointError, load_weights
+from .train.loop import pick_device
+
+MODEL_CONFIG = "model_config.json"
+CONFIG = "config.yaml"
+TOKENIZER = "tokenizer.json"
+
+
+def read_model_config(run_dir: str | Path) -> ModelConfig:
+    path = Path(run_dir) / MODEL_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not an lmforge run folder (no {MODEL_CONFIG})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    return ModelConfig.from_dict(data, source=str(path))
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    path = Path(run_dir) / CONFIG
+    return config_from_dict(read_yaml(path), source=str(path))
+
+
+class Run:
+    """A trained model with its tokenizer and config."""
+
+    def __init__(self, path: Path, model: nn.Module, tokenizer: Any, config: Config | None) -> None:
+        self.path, self.model, self.tokenizer, self.config = path, model, tokenizer, config
+        self.model_config: ModelConfig = model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompt: str | list[str], max_new_tokens: int = 200, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                 stop: list[str] | None = None) -> str | list[str]:
+        """Continue a prompt (or each of a list of prompts); returns only the new text."""
+        from .generate import generate_ids
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        outputs = []
+        for text in prompts:
+            ids = self.tokenizer.encode(text) if text else []
+            if not ids:  # empty prompt: start a fresh document
+                ids = [self.tokenizer.eos_id if self.tokenizer.eos_id is not None else 0]
+            new = generate_ids(self.model, ids, max_new_tokens, temperature, top_k, top_p,
+                               stop_ids=(), seed=seed)
+            out = self.tokenizer.decode(new)
+            for s in stop or []:
+                if s and s in out:
+                    out = out[: out.index(s)]
+            outputs.append(out)
+        return outputs[0] if isinstance(prompt, str) else outputs
+
+
+def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> Run:
+    """Reload a run directory. `weights`: "best" (best.safetensors when present) or "last"."""
+    from .tokenizers import load_tokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"run folder {str(path)!r} does not exist")
+    model_config = read_model_config(path)
+    config = read_run_config(path) if (path / CONFIG).is_file() else None
+    tokenizer = load_tokenizer(path / TOKENIZER)
+    model = build_model(model_config)
+    weights_path = path / BEST_WEIGHTS if weights == "best" and (path / BEST_WEIGHTS).is_file() \
+        else path / WEIGHTS
+    if not weights_path.is_file():
+        raise CheckpointError(f"{path}: no weights ({WEIGHTS}); the run has not saved a checkpoint yet")
+    load_weights(model, weights_path)
+    model.to(pick_device(device)).eval()
+    return Run(path, model, tokenizer, config)

@@ -1,0 +1,370 @@
+"""The one training loop, for every task.
+
+A task supplies the model and knows its batches, loss and metrics; the loop knows nothing
+task-specific. What a task must provide (see `lmforge.tasks.lm.LanguageModelingTask`):
+
+    task.model                      nn.Module being trained
+    task.next_batch() -> batch      the next training micro-batch, already on the device
+    task.loss(batch) -> Tensor      scalar loss of a batch (with autograd graph)
+    task.batch_tokens(batch) -> int tokens (or examples) in a batch, for throughput
+    task.evaluate() -> dict         validation metrics; must include "loss"
+    task.metric_names: list[str]    extra metric columns of metrics.csv (e.g. ["ppl"])
+    task.monitor: tuple[str, str]   (metric, "min" | "max") for best checkpoint / early stopping
+    task.state_dict() / load_state_dict(state)   data position, for exact resume
+    task.on_evaluate(step, run_dir) optional hook (samples.txt for language models)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from . import distributed
+from .checkpoint import BEST_WEIGHTS, load_trainer_state, load_weights, save_checkpoint, save_weights
+from .optim import build_optimizer
+from .schedule import lr_at
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left intact."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` -> CUDA, then Apple MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast where the device supports it; a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+             "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))
+    py = random.getstate()
+    random.setstate((py[0], tuple(state["python"]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class MetricsLog:
+    """metrics.csv: one row per logged point, header fixed at the first write."""
+
+    BASE = ["step", "split", "loss"]
+    TAIL = ["lr", "tokens_per_s", "elapsed_s"]
+
+    def __init__(self, path: Path, metric_names: list[str], resume_step: int | None) -> None:
+        self.path = path
+        self.columns = self.BASE + list(metric_names) + self.TAIL
+        if resume_step is not None and path.is_file():
+            # keep rows up to the checkpoint: steps logged after it will be logged again
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+            self._write_all(rows)
+        else:
+            self._write_all([])
+
+    def _write_all(self, rows: list[dict]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+class Trainer:
+    """Runs `task` for `cfg.max_steps` optimizer steps, writing everything into `run_dir`."""
+
+    def __init__(self, task: Any, cfg: TrainConfig, run_dir: str | Path,
+                 resume: bool = False, log: Any = print) -> None:
+        self.task, self.cfg, self.run_dir, self.log = task, cfg, Path(run_dir), log
+        self.dist = distributed.current()
+        self.device = next(task.model.parameters()).device
+        self.model = task.model
+        self.train_model = distributed.wrap_model(self.model, self.dist, cfg)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.optimizer = build_optimizer(self.model, cfg, self.device)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.step = 0
+        self.best: float | None = None
+        self.bad_evals = 0
+        self.elapsed = 0.0  # training seconds, carried across resumes
+        resume_step = None
+        if resume:
+            resume_step = self._resume()
+        self.is_main = self.dist.rank == 0
+        self.metrics = MetricsLog(self.run_dir / "metrics.csv", task.metric_names, resume_step) \
+            if self.is_main else None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _resume(self) -> int:
+        state = load_trainer_state(self.run_dir)
+        load_weights(self.model, self.run_dir / "model.safetensors")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.task.load_state_dict(state["task"])
+        set_rng_state(state["rng"])
+        self.step, self.best = state["step"], state.get("best")
+        self.bad_evals, self.elapsed = state.get("bad_evals", 0), state.get("elapsed", 0.0)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.log(f"resumed from {self.run_dir} at step {self.step}")
+        return self.step
+
+    def save(self) -> None:
+        if self.dist.rank != 0:
+            return
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                 "task": self.task.state_dict(), "rng": rng_state(), "best": self.best,
+                 "bad_evals": self.bad_evals, "elapsed": self.elapsed}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        save_checkpoint(self.run_dir, self.model, state)
+
+    # ------------------------------------------------------------------ one step
+
+    def _set_lr(self) -> float:
+        cfg = self.cfg
+        decay = cfg.decay_steps or cfg.max_steps
+        scale = lr_at(self.step, 1.0, cfg.min_lr / cfg.lr if cfg.lr else 0.0,
+                      cfg.warmup_steps, decay, cfg.schedule)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * scale
+        return self.cfg.lr * scale
+
+    def _train_step(self) -> tuple[torch.Tensor, int]:
+        """One optimizer step over `grad_accum` micro-batches; returns (mean loss, tokens)."""
+        cfg, task = self.cfg, self.task
+        batches = [task.next_batch() for _ in range(cfg.grad_accum)]
+        tokens = sum(task.batch_tokens(b) for b in batches)
+        amp = autocast_context(self.device, cfg.precision)
+
+        def closure(backward: bool = True) -> torch.Tensor:
+            # backward=False: the loss with its graph, for optimizers that differentiate it
+            # themselves (Newton family); backward=True: gradients in .grad (everyone else).
+            if not backward:
+                with amp:
+                    return sum(task.loss(b, self.train_model) for b in batches) / len(batches)
+            self.optimizer.zero_grad(set_to_none=True)
+            total = torch.zeros((), device=self.device)
+            for i, batch in enumerate(batches):
+                sync = i == len(batches) - 1
+                with distributed.maybe_no_sync(self.train_model, sync), amp:
+                    loss = task.loss(batch, self.train_model) / len(batches)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                total += loss.detach()
+            if cfg.grad_clip > 0:
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            return total
+
+        if self.scaler is not None:
+            loss = closure()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss = self.optimizer.step(closure)
+        return loss.detach(), tokens
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), autocast_context(self.device, self.cfg.precision):
+            metrics = self.task.evaluate()
+        self.model.train()
+        return metrics
+
+    def _improved(self, metrics: dict[str, float]) -> bool:
+        name, mode = self.task.monitor
+        value = metrics[name]
+        if self.best is None or (value < self.best if mode == "min" else value > self.best):
+            self.best = value
+            return True
+        return False
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, until_step: int | None = None) -> dict[str, float]:
+        """Train to `cfg.max_steps` (or stop early at `until_step`); returns the last metrics."""
+        cfg = self.cfg
+        last_step = min(cfg.max_steps, until_step) if until_step else cfg.max_steps
+        self.model.train()
+        progress = _progress(self.is_main and cfg.progress, self.step, last_step)
+        pending: list[torch.Tensor] = []  # per-step losses since the last log (on device)
+        tokens_since, t_log = 0, time.perf_counter()
+        last_metrics: dict[str, float] = {}
+        interrupted = False
+        previous_handler = _install_sigterm()
+        try:
+            while self.step < last_step:
+                t0 = time.perf_counter()
+                lr = self._set_lr()
+                loss, tokens = self._train_step()
+                self.step += 1
+                pending.append(loss)
+                tokens_since += tokens * self.dist.world_size
+                self.elapsed += time.perf_counter() - t0
+                at_log = self.step % cfg.log_every == 0 or self.step == last_step
+                at_eval = cfg.eval_every > 0 and (self.step % cfg.eval_every == 0
+                                                  or self.step == last_step)
+                over_budget = cfg.time_budget_s > 0 and self.elapsed >= cfg.time_budget_s
+                if at_log or at_eval or over_budget:
+                    mean_loss = self._check_finite(pending)
+                    now = time.perf_counter()
+                    rate = tokens_since / max(now - t_log, 1e-9)
+                    pending, tokens_since, t_log = [], 0, now
+                    if self.metrics is not None:
+                        self.metrics.append({"step": self.step, "split": "train", "loss": mean_loss,
+                                             "lr": lr, "tokens_per_s": rate, "elapsed_s": self.elapsed})
+                    progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
+                progress.update(1)
+                if at_eval or over_budget:
+                    last_metrics = self._evaluate_and_save(lr)
+                    if last_metrics.get("stop"):
+                        break
+                elif cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+                if over_budget:
+                    self.log(f"time budget of {cfg.time_budget_s:g}s reached at step {self.step}")
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            self._check_finite(pending)
+            self.log(f"interrupted at step {self.step}; saving a checkpoint to resume from")
+            self.save()
+        finally:
+            progress.close()
+            _restore_sigterm(previous_handler)
+        if interrupted:
+            raise KeyboardInterrupt
+        if not cfg.eval_every or self.step % cfg.eval_every:
+            self.save()  # no evaluation at the last step: still leave a checkpoint
+        if self.is_main:
+            _plot(self.run_dir)
+        return last_metrics
+
+    def _check_finite(self, losses: list[torch.Tensor]) -> float:
+        if not losses:
+            return float("nan")
+        values = torch.stack(losses).float().cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            step = self.step - len(losses) + int(bad[0]) + 1
+            raise TrainingDiverged(
+                f"loss became {values[bad[0]].item()} at step {step}; stopped, the last good "
+                f"checkpoint in {self.run_dir} is intact (try a lower train.lr or train.grad_clip)")
+        return values.mean().item()
+
+    def _evaluate_and_save(self, lr: float) -> dict[str, Any]:
+        metrics = self.evaluate()
+        if not math.isfinite(metrics["loss"]):
+            raise TrainingDiverged(
+                f"validation loss became {metrics['loss']} at step {self.step}; stopped, the last "
+                f"good checkpoint in {self.run_dir} is intact")
+        improved = self._improved(metrics)
+        self.bad_evals = 0 if improved else self.bad_evals + 1
+        if self.is_main:
+            self.metrics.append({"step": self.step, "split": "val", **metrics, "lr": lr,
+                                 "elapsed_s": self.elapsed})
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            self.log(f"step {self.step}: val {shown}")
+            if improved and getattr(self.task, "keep_best", False):
+                save_weights(self.model, self.run_dir / BEST_WEIGHTS)
+            hook = getattr(self.task, "on_evaluate", None)
+            if hook is not None:
+                hook(self.step, self.run_dir)
+            self.save()
+            _plot(self.run_dir)
+        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+            self.log(f"early stopping at step {self.step}: no improvement in "
+                     f"{self.cfg.patience} evaluations (best {self.task.monitor[0]} {self.best:.4f})")
+            return {**metrics, "stop": True}
+        return metrics
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, dynamic_ncols=True, desc="train", unit="step")
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _install_sigterm():
+    # SIGTERM (a scheduler killing the job) ends the run like Ctrl-C: checkpoint, then exit
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _plot(run_dir: Path) -> None:
+    try:
+        from ..eval.plots import plot_metrics_csv
+    except ImportError:
+        return
+    try:
+        plot_metrics_csv(run_dir / "metrics.csv", run_dir / "plots")
+    except Exception as err:  # a plot must never kill a training run
+        print(f"warning: could not plot metrics ({err})")

@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny corpora made on the fly (tests never read ../shared)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    """A small text file with enough repeated structure for a model to learn from."""
+    lines = []
+    for i in range(300):
+        lines.append(f"ROMEO: my love is {['true', 'blind', 'sweet'][i % 3]} as the night.")
+        lines.append(f"JULIET: the {['moon', 'sun', 'star'][i % 3]} doth shine on thee.")
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
