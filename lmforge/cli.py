@@ -12,7 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("lmforge.cli:pretrain_cli", "train a language model from scratch"),
-    "generate": ("lmforge.cli:generate_cli", "generate text from a run"),
+    "generate": ("lmforge.generate:cli", "generate text from a run"),
     "finetune": ("lmforge.finetune:cli", "fine-tune for classification, seq2seq or lm"),
     "evaluate": ("lmforge.evaluate:cli", "score a run on a dataset"),
     "predict": ("lmforge.tasks.classify:predict_cli", "classify texts with a classifier run"),
@@ -50,29 +50,6 @@ def pretrain_cli(argv: list[str]) -> int:
             overrides.append(f"out={args.out}")
         cfg = load_config(args.config, overrides)
     pretrain(cfg, resume=bool(args.resume))
-    return 0
-
-
-def generate_cli(argv: list[str]) -> int:
-    """lmforge generate RUN --prompt TEXT [sampling options]"""
-    parser = argparse.ArgumentParser(prog="lmforge generate", description="Generate text from a run.")
-    parser.add_argument("run", help="run directory")
-    parser.add_argument("--prompt", default="", help="text to continue ('' = start a new document)")
-    parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
-    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--stop", action="append", default=[], help="stop at this string")
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    from .run import load_run
-
-    run = load_run(args.run, device=args.device)
-    text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
-                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                        seed=args.seed, stop=args.stop)
-    print(args.prompt + text)
     return 0
 
 

@@ -7,6 +7,8 @@ Transformer, the hidden state of a recurrent net), so the prefix is never recomp
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,3 +102,26 @@ def generate_ids(model: nn.Module, prompt: list[int], max_new_tokens: int = 200,
         logits, _, state = model(ids, state=state, return_state=True, last_only=True)
     model.train(was_training)
     return new
+
+
+def cli(argv: list[str]) -> int:
+    """lmforge generate RUN --prompt TEXT [sampling options]"""
+    parser = argparse.ArgumentParser(prog="lmforge generate", description="Generate text from a run.")
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--prompt", default="", help="text to continue ('' = start a new document)")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--stop", action="append", default=[], help="stop at this string")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    from .run import load_run
+
+    run = load_run(args.run, device=args.device)
+    text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        seed=args.seed, stop=args.stop)
+    print(args.prompt + text)
+    return 0

@@ -45,7 +45,7 @@ BACKBONES: dict[str, str] = {
 # head name -> "module:class"; each class is constructed as Head(backbone, config)
 HEADS: dict[str, str] = {
     "causal_lm": "lmforge.models.heads:CausalLM",
-    "masked_lm": "lmforge.models.heads:MaskedLM",
+    "masked_lm": "lmforge.models.bert:MaskedLM",
     "classifier": "lmforge.models.heads:Classifier",
     "seq2seq": "lmforge.models.seq2seq:build_seq2seq",
 }
