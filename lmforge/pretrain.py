@@ -67,7 +67,6 @@ def prepare_tokenizer(cfg: Config, files: list[Path], run_dir: Path, resume: boo
 def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = print) -> Path:
     """Train a language model as `config` says; returns the run directory."""
     from .data.corpus import resolve_corpus_files, tokenize_corpus
-    from .tasks.lm import LanguageModelingTask
 
     cfg = config
     tcfg = cfg.train
@@ -102,7 +101,8 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
         f"train {len(corpus.train):,} / val {len(corpus.val):,} tokens | device {device} | "
         f"{tokens_per_step:,} tokens per step (batch {tcfg.batch_size} x accum {tcfg.grad_accum}"
         f" x world {info.world_size} x context {cfg.model.max_len})")
-    task = LanguageModelingTask(
+    task_cls = _task_class(cfg.model.head)
+    task = task_cls(
         model, tokenizer, corpus.train, corpus.val, block_size=cfg.model.max_len,
         batch_size=tcfg.batch_size, seed=tcfg.seed + info.rank, eval_batches=tcfg.eval_batches,
         tbptt=tcfg.tbptt, sample_tokens=tcfg.sample_tokens, device=device)
@@ -112,6 +112,20 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
         log(f"done: step {trainer.step}, val loss {metrics['loss']:.4f}, "
             f"{trainer.elapsed:.0f}s of training -> {run_dir}")
     return run_dir
+
+
+def _task_class(head: str):
+    """The pretraining objective that goes with a model head."""
+    if head == "causal_lm":
+        from .tasks.lm import LanguageModelingTask
+
+        return LanguageModelingTask
+    if head == "masked_lm":
+        from .tasks.mlm import MaskedLMTask
+
+        return MaskedLMTask
+    raise ConfigError(f"model.head={head!r} cannot be pretrained; use causal_lm or masked_lm "
+                      "(fine-tune other heads with `lmforge finetune`)")
 
 
 def _quiet(*args: Any, **kwargs: Any) -> None:
