@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "silu")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu")  # gelu_tanh: GPT-2's gelu_new
 
 
 class ConfigError(ValueError):
@@ -40,6 +40,7 @@ class ModelConfig:
     max_len: int = 64  # context length (tokens)
     dropout: float = 0.0
     activation: str = "gelu"
+    norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2 1e-5, BERT 1e-12)
     pad_id: int = 0
     bias: bool = True
     positional: str = "learned"  # learned | rotary (transformers)
@@ -77,6 +78,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}"
             )
+        if self.norm_eps <= 0:
+            raise ConfigError(f"model.norm_eps must be positive, got {self.norm_eps}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.positional not in ("learned", "rotary"):

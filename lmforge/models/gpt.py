@@ -21,11 +21,11 @@ class Block(nn.Module):
     """x + attn(ln(x)), then x + mlp(ln(x)) (pre-LN, GPT-2)."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, activation: str, dropout: float,
-                 bias: bool, causal: bool, rotary: Rotary | None) -> None:
+                 bias: bool, causal: bool, rotary: Rotary | None, norm_eps: float = 1e-5) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model, bias=bias)
+        self.ln1 = nn.LayerNorm(d_model, eps=norm_eps, bias=bias)
         self.attn = SelfAttention(d_model, n_heads, dropout, bias, causal, rotary)
-        self.ln2 = nn.LayerNorm(d_model, bias=bias)
+        self.ln2 = nn.LayerNorm(d_model, eps=norm_eps, bias=bias)
         self.mlp = MLP(d_model, d_ff, activation, dropout, bias)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
@@ -54,10 +54,11 @@ class GPT(nn.Module):
         rotary = Rotary(head_dim, c.max_len) if c.positional == "rotary" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.d_model, c.n_heads, c.ff_width, c.activation, c.dropout, c.bias, True, rotary)
+            Block(c.d_model, c.n_heads, c.ff_width, c.activation, c.dropout, c.bias, True, rotary,
+                  c.norm_eps)
             for _ in range(c.n_layers)
         )
-        self.ln_f = nn.LayerNorm(c.d_model, bias=c.bias)
+        self.ln_f = nn.LayerNorm(c.d_model, eps=c.norm_eps, bias=c.bias)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -82,12 +83,15 @@ class GPT(nn.Module):
                         device or p.device, dtype or p.dtype) for _ in self.blocks]
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
-                state: list[KVCache] | None = None) -> tuple[torch.Tensor, list[KVCache] | None]:
+                state: list[KVCache] | None = None, positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, list[KVCache] | None]:
+        """`positions` (B, T), optional: each token's position when rows are left-padded
+        (learned positions; rotary attention depends on relative positions only)."""
         B, T = ids.shape
         start = state[0].length if state else 0
         x = self.embed(ids)  # (B, T, D)
         if self.pos is not None:
-            x = x + self.pos(start, T, ids.device)
+            x = x + self.pos(start, T, ids.device, positions)
         x = self.drop(x)
         # with a cache the key mask must cover the cached positions as well: the caller passes
         # the mask of everything so far (B, start+T)
