@@ -14,7 +14,12 @@ class LearnedPositions(nn.Module):
         self.max_len = max_len
         self.weight = nn.Embedding(max_len, d_model)
 
-    def forward(self, start: int, length: int, device: torch.device) -> torch.Tensor:
+    def forward(self, start: int, length: int, device: torch.device,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Vectors of positions start .. start+length-1 (T, D), or of explicit `positions`
+        (B, T) -> (B, T, D): a left-padded row's real tokens then get their true positions."""
+        if positions is not None:
+            return self.weight(positions.clamp(0, self.max_len - 1))  # (B, T, D)
         if start + length > self.max_len:
             raise ValueError(
                 f"sequence of {start + length} tokens is longer than model.max_len={self.max_len}"
