@@ -240,8 +240,8 @@ class Trainer:
         pending: list[torch.Tensor] = []  # per-step losses since the last log (on device)
         tokens_since, t_log = 0, time.perf_counter()
         last_metrics: dict[str, float] = {}
-        interrupted = False
-        previous_handler = _install_sigterm()
+        self._stop_requested = False
+        previous = self._install_signal_handlers()
         try:
             while self.step < last_step:
                 t0 = time.perf_counter()
@@ -255,7 +255,7 @@ class Trainer:
                 at_eval = cfg.eval_every > 0 and (self.step % cfg.eval_every == 0
                                                   or self.step == last_step)
                 over_budget = cfg.time_budget_s > 0 and self.elapsed >= cfg.time_budget_s
-                if at_log or at_eval or over_budget:
+                if at_log or at_eval or over_budget or self._stop_requested:
                     mean_loss = self._check_finite(pending)
                     now = time.perf_counter()
                     rate = tokens_since / max(now - t_log, 1e-9)
@@ -265,6 +265,13 @@ class Trainer:
                                              "lr": lr, "tokens_per_s": rate, "elapsed_s": self.elapsed})
                     progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
                 progress.update(1)
+                if self._stop_requested:
+                    # a signal arrived during the step: the step is complete, so the
+                    # checkpoint is consistent (weights, optimizer, data position, RNG)
+                    self.save()
+                    self.log(f"interrupted at step {self.step}; checkpoint saved, continue with "
+                             f"`lmforge pretrain --resume {self.run_dir}`")
+                    raise KeyboardInterrupt
                 if at_eval or over_budget:
                     last_metrics = self._evaluate_and_save(lr)
                     if last_metrics.get("stop"):
@@ -274,21 +281,31 @@ class Trainer:
                 if over_budget:
                     self.log(f"time budget of {cfg.time_budget_s:g}s reached at step {self.step}")
                     break
-        except KeyboardInterrupt:
-            interrupted = True
-            self._check_finite(pending)
-            self.log(f"interrupted at step {self.step}; saving a checkpoint to resume from")
-            self.save()
         finally:
             progress.close()
-            _restore_sigterm(previous_handler)
-        if interrupted:
-            raise KeyboardInterrupt
+            _restore_signal_handlers(previous)
         if not cfg.eval_every or self.step % cfg.eval_every:
             self.save()  # no evaluation at the last step: still leave a checkpoint
         if self.is_main:
             _plot(self.run_dir)
         return last_metrics
+
+    def _install_signal_handlers(self) -> dict:
+        """Ctrl-C / SIGTERM finish the current step, checkpoint, then stop; a second Ctrl-C
+        stops at once (the previous checkpoint stays intact)."""
+        previous = {}
+
+        def request_stop(signum, frame):
+            if self._stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, request_stop)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return previous
 
     def _check_finite(self, losses: list[torch.Tensor]) -> float:
         if not losses:
@@ -343,20 +360,9 @@ class _NoProgress:
     def close(self) -> None: ...
 
 
-def _install_sigterm():
-    # SIGTERM (a scheduler killing the job) ends the run like Ctrl-C: checkpoint, then exit
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
-
-
-def _restore_sigterm(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+def _restore_signal_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _plot(run_dir: Path) -> None:
