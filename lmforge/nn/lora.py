@@ -1,0 +1,190 @@
+"""LoRA: low-rank adapters on linear layers (Hu et al. 2021, "LoRA: Low-Rank Adaptation").
+
+A frozen weight W (out, in) gets a trainable update scaled by alpha / r:
+
+    y = x W^T + b + (alpha / r) * dropout(x) A^T B^T        A (r, in), B (out, r)
+
+A starts random (Kaiming-uniform, as in the paper's reference code) and B at zero, so a fresh
+adapter leaves the model's outputs unchanged. Only A, B (and the task head) train; merging
+folds the update into W (`W + (alpha / r) B A`) and gives back a plain `nn.Linear` whose
+outputs equal the adapted layer's.
+
+    targets = apply_lora(model.backbone, rank=8, alpha=16, targets=["attn.qkv", "attn.proj"])
+    mark_only_lora_and_head_trainable(model)      # everything under model.backbone frozen but A, B
+    ...train...
+    merge_lora(model)                             # plain model, identical outputs
+
+What LoRA can adapt in each lmforge backbone (only `nn.Linear` layers are wrapped):
+
+    gpt / bert  attention `attn.qkv`, `attn.proj`; MLP `mlp.fc`, `mlp.proj` (all of them by default)
+    cnn         the residual blocks' MLP `mlp.fc`, `mlp.proj` and the input projection `proj_in`
+                (the convolutions themselves are nn.Conv1d and stay frozen)
+    rcnn        the projection `proj` of [left context; word; right context]
+    rnn / lstm / gru   nothing: the fused nn.RNN / nn.LSTM / nn.GRU keep their gate matrices
+                as flat parameters of one cuDNN-style kernel, not nn.Linear layers, so LoRA has
+                no linear layer to wrap there; fine-tune these fully or with a frozen backbone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LoRALinear(nn.Module):
+    """An `nn.Linear` plus a rank-`rank` update scaled by `alpha / rank`; the base stays frozen."""
+
+    def __init__(self, base: nn.Linear, rank: int = 8, alpha: float = 16.0,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"lora rank must be >= 1, got {rank}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"lora dropout must be in [0, 1), got {dropout}")
+        self.base = base
+        self.rank, self.alpha = int(rank), float(alpha)
+        self.scaling = self.alpha / self.rank
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's own init for A
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        base.weight.requires_grad_(False)
+        if base.bias is not None:
+            base.bias.requires_grad_(False)
+
+    # the wrapped layer still looks like a linear layer to code that inspects it
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update (alpha / r) B A, shaped like the base weight (out, in)."""
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)  # (..., out)
+        return self.base(x) + update * self.scaling
+
+    def merged(self) -> nn.Linear:
+        """A plain nn.Linear computing W + (alpha / r) B A (trainable again, like any layer)."""
+        base = self.base
+        out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                        device=base.weight.device, dtype=base.weight.dtype)
+        with torch.no_grad():
+            out.weight.copy_(base.weight + self.delta_weight().to(base.weight.dtype))
+            if base.bias is not None:
+                out.bias.copy_(base.bias)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha:g}"
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    """A module name matches a pattern equal to it, ending in "." + it, or fnmatch-ing it.
+
+    >>> _matches("blocks.0.attn.qkv", ["attn.qkv"]), _matches("blocks.1.mlp.fc", ["blocks.*.mlp.*"])
+    (True, True)
+    """
+    return any(name == p or name.endswith("." + p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def lora_targets(model: nn.Module, targets: list[str] | None = None) -> list[str]:
+    """Names of the nn.Linear modules of `model` that `targets` select ([] or None = all of them)."""
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    names = []
+    for name, module in model.named_modules():
+        if name.rpartition(".")[0] in wrapped and name.endswith("base"):
+            continue  # the frozen layer inside an adapter: never wrap twice
+        if isinstance(module, nn.Linear) and (not targets or _matches(name, list(targets))):
+            names.append(name)
+    return names
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+               targets: list[str] | None = None) -> list[str]:
+    """Wrap the selected nn.Linear layers of `model` in LoRALinear, in place; returns their names.
+
+    `targets` are module-name patterns ("attn.qkv", "mlp.*", "blocks.0.attn.proj"); empty
+    means every linear layer of `model`. Pass the backbone, not the whole classifier, so the
+    task head stays a plain (fully trained) layer.
+    """
+    names = lora_targets(model, targets)
+    if not names:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(
+                f"LoRA found no nn.Linear layer in {type(model).__name__}: recurrent backbones "
+                "(rnn, lstm, gru) keep their weights inside fused nn.RNN/LSTM/GRU kernels; "
+                "fine-tune them fully or with a frozen backbone instead")
+        raise ValueError(f"lora targets {list(targets or [])} match no nn.Linear layer; "
+                         f"linear layers are: {', '.join(linears[:8])}{' ...' if len(linears) > 8 else ''}")
+    for name in names:
+        _set_module(model, name, LoRALinear(model.get_submodule(name), rank, alpha, dropout))
+    return names
+
+
+def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The adapter matrices A and B of every LoRALinear in `model`."""
+    return [p for m in model.modules() if isinstance(m, LoRALinear) for p in (m.lora_A, m.lora_B)]
+
+
+def mark_only_lora_and_head_trainable(model: nn.Module, backbone: str = "backbone") -> int:
+    """Freeze everything under `model.<backbone>` except LoRA A/B; the rest (the head) trains.
+
+    Returns the number of trainable parameters.
+    """
+    prefix = backbone + "."
+    trainable = 0
+    for name, p in model.named_parameters():
+        keep = "lora_A" in name or "lora_B" in name or not name.startswith(prefix)
+        p.requires_grad_(keep)
+        trainable += p.numel() if keep else 0
+    return trainable
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight, in place; returns the now plain model.
+
+    A model with a `config` whose `extra` holds "lora" gets a copy of the config without it,
+    so the merged model saves and reloads as an ordinary one.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]
+    for name in names:
+        _set_module(model, name, model.get_submodule(name).merged())
+    config = getattr(model, "config", None)
+    if config is not None and isinstance(getattr(config, "extra", None), dict) and "lora" in config.extra:
+        import dataclasses
+
+        extra = {k: v for k, v in config.extra.items() if k != "lora"}
+        model.config = dataclasses.replace(config, extra=extra)
+    return model
+
+
+def lora_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `apply_lora` from a config dict (rank, alpha, dropout, targets)."""
+    return {"rank": int(options.get("rank", 8)), "alpha": float(options.get("alpha", 16.0)),
+            "dropout": float(options.get("dropout", 0.0)), "targets": list(options.get("targets") or [])}
