@@ -36,7 +36,7 @@ CORPUS_SUFFIXES = (".txt", ".md", ".jsonl")  # what a folder contributes
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CACHE_VERSION = 1  # bump when the cache layout or tokenization rules change
 ENCODE_CHARS = 1 << 16  # piece size fed to the tokenizer (small pieces parallelise well in Rust)
-BATCH_CHARS = 1 << 22  # characters per encode_batch call: bounds memory while tokenizing
+BATCH_CHARS = 1 << 20  # characters per encode_batch call: bounds memory while tokenizing
 
 
 # --------------------------------------------------------------------------- finding files

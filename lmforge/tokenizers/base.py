@@ -189,7 +189,8 @@ class Tokenizer:
         return data
 
     def save(self, path: str | Path) -> Path:
-        """Write one `tokenizer.json` atomically; a folder path gets `folder/tokenizer.json`."""
+        """Write one `tokenizer.json` atomically; a folder (an existing one, or a new path without
+        a suffix) gets `folder/tokenizer.json`. Returns the file written."""
         path = Path(path)
         if path.is_dir() or (not path.suffix and not path.exists()):
             path = path / "tokenizer.json"
@@ -216,15 +217,17 @@ class Tokenizer:
     def load(cls, path: str | Path) -> "Tokenizer":
         """Load a tokenizer.json file, or a folder holding tokenizer.json, vocab.txt (BERT
         WordPiece) or vocab.json + merges.txt (GPT-2 byte-level BPE)."""
-        from .hf import load_folder  # hf.py builds on this class
+        from .hf import load_bert_vocab, load_folder, load_gpt2_vocab  # hf.py builds on this class
 
         path = Path(path)
         if path.is_dir():
             return load_folder(path)
         if not path.is_file():
             raise ConfigError(f"tokenizer {str(path)!r} does not exist")
-        if path.name == "vocab.txt" or path.name == "vocab.json":
-            return load_folder(path.parent)
+        if path.name == "vocab.txt":
+            return load_bert_vocab(path.parent)
+        if path.name == "vocab.json":
+            return load_gpt2_vocab(path.parent)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:

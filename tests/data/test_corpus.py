@@ -143,6 +143,17 @@ def test_eos_separates_documents_and_split_sizes(tmp_path, char_tok):
     assert out.train.dtype == np.uint16 and isinstance(out.train, np.memmap)
 
 
+def test_sep_separates_documents_when_no_eos(tmp_path):
+    # a BERT vocabulary has [SEP] but no end-of-sequence token
+    backend = build_char("ab", encoder_specials=True)
+    specials = {"pad": "<pad>", "unk": "<unk>", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+    tok = Tokenizer(backend, "hf", specials)
+    assert tok.eos_id is None
+    out = tokenize_corpus([write(tmp_path / "a.jsonl", '{"text": "a"}\n{"text": "b"}\n')], tok,
+                          val_fraction=0.0, cache_dir=tmp_path / "c")
+    assert out.train.tolist() == [tok.token_to_id("a"), tok.sep_id, tok.token_to_id("b"), tok.sep_id]
+
+
 def test_uint32_when_vocab_exceeds_uint16(tmp_path):
     chars = [chr(0x20000 + i) for i in range(65_600)]  # a vocabulary past 65,536 ids
     tok = Tokenizer(build_char(chars), "char")

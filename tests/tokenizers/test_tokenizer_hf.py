@@ -56,6 +56,7 @@ def test_bert_vocab_txt_matches_transformers(tmp_path):
     assert tok.kind == "hf" and tok.options["lowercase"] is True  # inferred: no capitals in vocab
     assert tok.encode(MIXED) == ref(MIXED, add_special_tokens=False)["input_ids"]
     assert tok.encode(MIXED, add_special=True) == ref(MIXED)["input_ids"]
+    assert load_tokenizer(folder / "vocab.txt").encode(MIXED) == tok.encode(MIXED)  # the file itself
     assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 1, 2, 3, 4)
     assert tok.eos_id is None  # BERT has none; the corpus pipeline separates documents with [SEP]
     ids = tok.encode(MIXED, add_special=True)
@@ -74,6 +75,7 @@ def test_gpt2_vocab_merges_match_transformers(tmp_path):
     assert tok.kind == "hf"
     assert tok.encode(MIXED) == ref(MIXED)["input_ids"]
     assert tok.decode(tok.encode(MIXED)) == MIXED  # byte-level: exact
+    assert load_tokenizer(folder / "vocab.json").encode(MIXED) == tok.encode(MIXED)
     eot = ref.convert_tokens_to_ids("<|endoftext|>")
     assert tok.eos_id == tok.bos_id == eot
     assert tok.encode("a<|endoftext|>b")[1] == eot  # a special token is matched whole
