@@ -149,7 +149,9 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str], add_special: bool = False) -> list[list[int]]:
         """Token ids of many texts at once, in parallel in Rust."""
-        encodings = self.backend.encode_batch_fast(list(texts), add_special_tokens=add_special)
+        # encode_batch_fast (tokenizers >= 0.21) skips computing character offsets
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        encodings = encode(list(texts), add_special_tokens=add_special)
         return [e.ids for e in encodings]
 
     def decode(self, ids: Sequence[int] | Any, skip_special: bool = True) -> str:
