@@ -42,7 +42,10 @@ class LanguageModelingTask:
         self.state = None  # carried recurrent state (tbptt)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.train.next()
+        batch = self.train.next()
+        if self.tbptt and self.train.reset:
+            self.state = None  # the streams wrapped around: start from a fresh state
+        return batch
 
     def batch_tokens(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
         return batch[0].numel()
