@@ -152,6 +152,7 @@ class TrainConfig:
     newton: dict[str, Any] = field(default_factory=dict)  # options for optimizer=newton
     lbfgs: dict[str, Any] = field(default_factory=dict)  # options for optimizer=lbfgs
     fsdp: bool = False
+    init_from: str = ""  # start from this run's weights (fine-tuning a language model)
 
 
 @dataclass

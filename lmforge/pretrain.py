@@ -17,7 +17,7 @@ from .config import Config, ConfigError, apply_overrides, config_from_dict, read
 from .models.build import build_model, count_parameters
 from .run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config
 from .train import distributed
-from .train.checkpoint import TRAINER_STATE, atomic_write_text
+from .train.checkpoint import TRAINER_STATE, atomic_write_text, load_weights
 from .train.loop import Trainer, pick_device
 
 
@@ -89,6 +89,11 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
         cfg.model.pad_id = tokenizer.pad_id
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg.model).to(device)
+    if tcfg.init_from and not resume:
+        from .run import weights_path
+
+        load_weights(model, weights_path(tcfg.init_from))
+        log(f"initialised from {tcfg.init_from}")
     if info.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG)
