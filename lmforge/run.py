@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -58,24 +58,45 @@ class Run:
 
     def generate(self, prompt: str | list[str], max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 stop: list[str] | None = None) -> str | list[str]:
-        """Continue a prompt (or each of a list of prompts); returns only the new text."""
-        from .generate import generate_ids
+                 stop: list[str] | None = None, *, return_scores: bool = False,
+                 **options: Any) -> Any:
+        """Continue a prompt, or each of a list of (ragged) prompts as one batch; returns only
+        the new text.
 
+        More options (see `lmforge.generate.DecodeOptions`): min_p, repetition_penalty,
+        num_beams, length_penalty, early_stopping, num_samples, use_cache. With num_samples > 1
+        each prompt gives a list of texts; with `return_scores`, `Generation` objects (text,
+        ids, logprob, score, finish_reason) stand in for the strings.
+        """
+        from .generate import DecodeOptions, complete
+
+        opts = DecodeOptions.from_kwargs(max_new_tokens=max_new_tokens, temperature=temperature,
+                                         top_k=top_k, top_p=top_p, seed=seed, stop=stop or [],
+                                         **options)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        outputs = []
-        for text in prompts:
-            ids = self.tokenizer.encode(text) if text else []
-            if not ids:  # empty prompt: start a fresh document
-                ids = [self.tokenizer.eos_id if self.tokenizer.eos_id is not None else 0]
-            new = generate_ids(self.model, ids, max_new_tokens, temperature, top_k, top_p,
-                               stop_ids=(), seed=seed)
-            out = self.tokenizer.decode(new)
-            for s in stop or []:
-                if s and s in out:
-                    out = out[: out.index(s)]
-            outputs.append(out)
+        results = complete(self.model, self.tokenizer, prompts, opts)
+        pick = (lambda g: g) if return_scores else (lambda g: g.text)
+        outputs = [[pick(g) for g in gens] if opts.num_samples > 1 else pick(gens[0])
+                   for gens in results]
         return outputs[0] if isinstance(prompt, str) else outputs
+
+    def stream(self, prompt: str, **options: Any) -> Iterator[str]:
+        """Yield the new text of one prompt piece by piece, as it is generated; pieces never
+        split a character. Options as for `generate` (num_samples must be 1)."""
+        from .generate import DecodeOptions, stream_text
+
+        yield from stream_text(self.model, self.tokenizer, prompt, DecodeOptions.from_kwargs(**options))
+
+    def score(self, prompt: str | list[str], continuation: str | list[str]) -> float | list[float]:
+        """log p(continuation | prompt): the sum of the continuation tokens' log-probabilities
+        (natural log). Lists of prompts and continuations are scored pairwise, batched."""
+        from .generate import score_texts
+
+        if isinstance(prompt, str) and isinstance(continuation, str):
+            return score_texts(self.model, self.tokenizer, [prompt], [continuation])[0]
+        prompts = [prompt] * len(continuation) if isinstance(prompt, str) else list(prompt)
+        conts = [continuation] * len(prompts) if isinstance(continuation, str) else list(continuation)
+        return score_texts(self.model, self.tokenizer, prompts, conts)
 
 
 def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> Run:
