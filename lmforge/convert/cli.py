@@ -1,0 +1,78 @@
+"""`lmforge convert`: Hugging Face checkpoints in and out.
+
+    lmforge convert from-hf PATH --out RUN     # GPT-2 or BERT folder -> lmforge run directory
+    lmforge convert to-hf RUN --out DIR        # lmforge GPT / BERT run -> folder transformers loads
+
+Python API: `from_hf(path, out)`, `to_hf(run, out)`, `import_hf(path)` (in memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import hf_bert, hf_gpt2, hf_io
+
+FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert}
+
+
+def family_of(path: str | Path) -> Any:
+    """The converter module (hf_gpt2 or hf_bert) for a HF folder, from its config.json."""
+    path = Path(path)
+    config = hf_io.read_hf_config(path)
+    return FAMILIES[hf_io.detect_family(config, str(path / "config.json"))]
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """True when `path` looks like a Hugging Face checkpoint folder (has config.json, no
+    lmforge model_config.json) - how `--base RUN_OR_HF_DIR` tells the two apart."""
+    path = Path(path)
+    return (path / "config.json").is_file() and not (path / "model_config.json").is_file()
+
+
+def import_hf(path: str | Path) -> tuple[nn.Module, Any, Any]:
+    """(model, tokenizer, ModelConfig) from a local GPT-2 or BERT folder, without writing a run."""
+    model, tokenizer, cfg, _ = hf_io.import_folder(path, family_of(path))
+    return model, tokenizer, cfg
+
+
+def from_hf(path: str | Path, out: str | Path, force: bool = False, log: Any = print) -> Path:
+    """Convert a local GPT-2 or BERT folder into the lmforge run directory `out`."""
+    return hf_io.from_hf_folder(path, out, family_of(path), force, log)
+
+
+def to_hf(run: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Export an lmforge GPT or BERT run as a Hugging Face folder `out`."""
+    return hf_io.export_run(run, out, force)
+
+
+def cli(argv: list[str]) -> int:
+    """lmforge convert from-hf PATH --out RUN | to-hf RUN --out DIR"""
+    parser = argparse.ArgumentParser(
+        prog="lmforge convert",
+        description="Convert Hugging Face GPT-2 / BERT checkpoints to lmforge runs and back. "
+                    "Only local folders are read; nothing is downloaded.")
+    sub = parser.add_subparsers(dest="direction", required=True)
+    p_in = sub.add_parser("from-hf", help="HF folder (config.json + weights + tokenizer) -> run")
+    p_in.add_argument("path", help="folder with config.json, model.safetensors or "
+                                   "pytorch_model.bin, and tokenizer files")
+    p_in.add_argument("--out", required=True, help="run directory to create")
+    p_in.add_argument("--force", action="store_true", help="overwrite an existing run there")
+    p_out = sub.add_parser("to-hf", help="lmforge GPT / BERT run -> HF folder")
+    p_out.add_argument("run", help="lmforge run directory")
+    p_out.add_argument("--out", required=True, help="folder to write (config.json, "
+                                                    "model.safetensors, tokenizer files)")
+    p_out.add_argument("--force", action="store_true", help="overwrite an existing export there")
+    args = parser.parse_args(argv)
+    if args.direction == "from-hf":
+        family = family_of(args.path)
+        out = hf_io.from_hf_folder(args.path, args.out, family, args.force)
+        print(f"converted {family.FAMILY} checkpoint {args.path} -> {out} "
+              f"(try: lmforge {'generate' if family is hf_gpt2 else 'evaluate'} {out} ...)")
+    else:
+        out = to_hf(args.run, args.out, args.force)
+        print(f"exported {args.run} -> {out} (transformers: AutoModel.from_pretrained({str(out)!r}))")
+    return 0

@@ -1,0 +1,315 @@
+"""Hugging Face checkpoint folders in and out: the parts GPT-2 and BERT share.
+
+A family module (`hf_gpt2`, `hf_bert`) knows its config fields and key map; this module reads
+the folder (config.json, weights, tokenizer), checks every tensor against the map, and writes
+an lmforge run directory, or the reverse: a folder that `transformers` loads.
+
+Weights are read from `model.safetensors` (or its sharded index), else from
+`pytorch_model.bin` through `torch.load(weights_only=True)`: a pickle that asks for anything
+but tensors and plain containers is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import Config, ConfigError, ModelConfig, TokenizerConfig, save_config
+from ..models.build import build_model
+from ..run import CONFIG, MODEL_CONFIG, TOKENIZER
+from ..train.checkpoint import WEIGHTS, CheckpointError, atomic_write_text, save_weights
+
+SUPPORTED = ("gpt2", "bert")  # Hugging Face model types lmforge converts
+SAFE_WEIGHTS, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
+PT_WEIGHTS, PT_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+OTHER_FORMATS = {"tf_model.h5": "TensorFlow", "flax_model.msgpack": "Flax", "model.ckpt.index": "TensorFlow 1"}
+SOURCE = "source.json"  # provenance of a converted run
+# HF activation name -> lmforge activation; gelu_new, gelu_fast and gelu_pytorch_tanh are all the
+# tanh approximation of GELU, HF "gelu" is the exact (erf) one
+ACTIVATIONS_IN = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                  "gelu_fast": "gelu_tanh", "relu": "relu", "silu": "silu", "swish": "silu",
+                  "tanh": "tanh", "sigmoid": "sigmoid"}
+ACTIVATIONS_OUT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu",
+                   "tanh": "tanh", "sigmoid": "sigmoid"}
+
+
+# --------------------------------------------------------------------------- reading a folder
+
+
+def _listing(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir())
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
+    return shown or "nothing"
+
+
+def read_hf_config(folder: str | Path) -> dict[str, Any]:
+    """config.json of a Hugging Face folder, or a one-line error saying what the folder holds."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder (expected a Hugging Face checkpoint folder)")
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{folder}: not a Hugging Face checkpoint folder (has {_listing(folder)}); "
+                          f"expected config.json with model.safetensors or pytorch_model.bin "
+                          f"(supported: {', '.join(SUPPORTED)})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a model config (top level is not an object)")
+    return data
+
+
+def detect_family(hf_config: dict[str, Any], source: str = "config.json") -> str:
+    """"gpt2" or "bert" from `model_type` (or `architectures`); else an error naming both."""
+    model_type = str(hf_config.get("model_type", "") or "")
+    archs = hf_config.get("architectures") or []
+    archs = [str(a) for a in archs] if isinstance(archs, list) else [str(archs)]
+    if model_type in SUPPORTED:
+        return model_type
+    if not model_type:  # very old configs have no model_type: fall back on the class names
+        for family, prefix in (("gpt2", "GPT2"), ("bert", "Bert")):
+            if any(a.startswith(prefix) for a in archs):
+                return family
+    found = f"model_type={model_type!r}" if model_type else "no model_type"
+    if archs:
+        found += f" (architectures {', '.join(archs)})"
+    raise ConfigError(f"{source}: {found} is not supported; supported model types: "
+                      f"{', '.join(SUPPORTED)}")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
+def _refusal_reason(err: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words (its own message is a
+    page long and suggests loading unsafely)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # drop terminal colour codes
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"the pickle calls {found.group(1)}, which is not a tensor or a plain container"
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:
+        return found.group(1).split(". ")[0][:200]
+    first = _first_line(RuntimeError(text))
+    if first.startswith("Weights only load failed"):  # the generic preamble says nothing
+        return f"{type(err).__name__}: not a PyTorch checkpoint"
+    return f"{type(err).__name__}: {first}"
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupted or truncated safetensors file "
+                              f"({_first_line(err)})") from None
+
+
+def _load_pickle_safely(path: Path) -> dict[str, torch.Tensor]:
+    # weights_only=True: the unpickler allows tensors, dicts, lists and numbers only, so a
+    # checkpoint that smuggles code (os.system in __reduce__, ...) fails here without running
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: refused: torch.load(weights_only=True) rejected it "
+                              f"({_refusal_reason(err)}); it was not executed - use a "
+                              "model.safetensors from a source you trust") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # some tools wrap the weights one level down
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict (expected a mapping of tensor names to tensors)")
+    return state
+
+
+def _load_sharded(index_path: Path, loader) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{index_path}: not a shard index ({_first_line(err)})") from None
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = index_path.parent / shard
+        if not path.is_file():
+            raise CheckpointError(f"{index_path}: shard {shard!r} is missing")
+        state.update(loader(path))
+    return state
+
+
+def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """All tensors of a checkpoint folder and the file they came from (safetensors preferred)."""
+    for name, index, loader in ((SAFE_WEIGHTS, SAFE_INDEX, _load_safetensors),
+                                (PT_WEIGHTS, PT_INDEX, _load_pickle_safely)):
+        if (folder / name).is_file():
+            return loader(folder / name), folder / name
+        if (folder / index).is_file():
+            return _load_sharded(folder / index, loader), folder / index
+    other = [f"{n} ({fmt})" for n, fmt in OTHER_FORMATS.items() if (folder / n).exists()]
+    has = f"only {', '.join(other)}" if other else _listing(folder)
+    raise CheckpointError(f"{folder}: no weights lmforge can read (has {has}); expected "
+                          f"{SAFE_WEIGHTS} or {PT_WEIGHTS}")
+
+
+def check_tensors(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: Path,
+                  optional: tuple[str, ...] = ()) -> list[str]:
+    """Compare a checkpoint's tensors (HF names) with those the config implies.
+
+    Raises naming the first missing, unexpected or misshapen tensor. Tensors under an
+    `optional` prefix may be absent (a BertModel has no masked-LM head); their names are
+    returned so the caller can report them as freshly initialised.
+    """
+    for name, tensor in got.items():
+        if name not in expected:
+            raise CheckpointError(f"{source}: unexpected tensor {name!r} {tuple(tensor.shape)}; "
+                                  "it has no place in a model of this config.json")
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                                  f"config.json implies {tuple(expected[name].shape)}")
+    missing = [n for n in expected if n not in got]
+    required = [n for n in missing if not n.startswith(optional)]
+    if required:
+        more = f" (and {len(required) - 1} more)" if len(required) > 1 else ""
+        raise CheckpointError(f"{source}: missing tensor {required[0]!r}{more}")
+    return missing
+
+
+def load_exact(model: nn.Module, state: dict[str, torch.Tensor], keep: list[str]) -> None:
+    """Load converted weights; every model tensor must be covered unless listed in `keep`
+    (left at its fresh initialisation) or tied to a loaded one."""
+    own = model.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected, f"converter produced unknown names {unexpected[:3]}"
+    ptrs = {own[n].data_ptr() for n in state}
+    left = [n for n in missing if n not in keep and own[n].data_ptr() not in ptrs]
+    assert not left, f"converter left tensors unset: {left[:3]}"
+
+
+# --------------------------------------------------------------------------- writing a run
+
+
+def prepare_out(out: str | Path, what: str, force: bool = False) -> Path:
+    """Create `out`, refusing to write over an existing run / export unless `force`."""
+    out = Path(out)
+    marker = MODEL_CONFIG if what == "run" else "config.json"
+    if (out / marker).exists() and not force:
+        raise ConfigError(f"{out} already holds a {what} ({marker}); choose another --out "
+                          "or pass --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_run(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer: Any,
+              source: dict[str, Any]) -> Path:
+    """An ordinary lmforge run folder: config.yaml, model_config.json, tokenizer.json,
+    model.safetensors (and source.json saying where it came from)."""
+    tokenizer.save(out / TOKENIZER)
+    save_weights(model, out / WEIGHTS, metadata={"converted_from": str(source.get("path", ""))})
+    atomic_write_text(out / MODEL_CONFIG, cfg.to_json())
+    # the tokenizer is fixed by the checkpoint: further training on new text reuses it
+    run_cfg = Config(model=cfg, tokenizer=TokenizerConfig(kind="bpe" if cfg.arch == "gpt" else
+                                                          "wordpiece", path=str(out / TOKENIZER)),
+                     out=str(out))
+    save_config(run_cfg, out / CONFIG)
+    atomic_write_text(out / SOURCE, json.dumps(source, indent=2))
+    return out
+
+
+def import_folder(folder: str | Path, family: Any) -> tuple[nn.Module, Any, ModelConfig, dict]:
+    """Build an lmforge model + tokenizer from a HF folder with `family` (hf_gpt2 / hf_bert).
+
+    Returns (model, tokenizer, model config, provenance dict); nothing is written.
+    """
+    from ..tokenizers import load_tokenizer
+
+    folder = Path(folder)
+    hf_config = read_hf_config(folder)
+    source = str(folder / "config.json")
+    cfg = family.config_from_hf(hf_config, source)
+    state, weights_path = read_hf_weights(folder)
+    state = family.normalise_keys(state, cfg)
+    tokenizer = load_tokenizer(folder)
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise ConfigError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but "
+                          f"config.json vocab_size is {cfg.vocab_size}")
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else hf_config.get("pad_token_id")
+    if pad is None:
+        pad = tokenizer.eos_id
+    cfg.pad_id = int(pad) if pad is not None else 0
+    model = build_model(cfg)
+    expected = family.to_hf_state(model.state_dict(), cfg)
+    fresh = check_tensors(state, expected, weights_path, family.OPTIONAL)
+    converted = family.from_hf_state(state, cfg)
+    keep = [n for n in model.state_dict() if n not in converted]
+    load_exact(model, converted, keep)
+    model.eval()
+    info = {"format": "huggingface", "family": family.FAMILY, "path": str(folder.resolve()),
+            "weights": weights_path.name, "architectures": hf_config.get("architectures"),
+            "fresh_tensors": fresh}
+    return model, tokenizer, cfg, info
+
+
+def from_hf_folder(folder: str | Path, out: str | Path, family: Any, force: bool = False,
+                   log: Any = print) -> Path:
+    """Convert a HF folder of `family` into the run directory `out`."""
+    model, tokenizer, cfg, info = import_folder(folder, family)
+    out = prepare_out(out, "run", force)
+    write_run(out, model, cfg, tokenizer, info)
+    if info["fresh_tensors"]:
+        log(f"note: {len(info['fresh_tensors'])} tensors are not in the checkpoint and start "
+            f"fresh ({family.describe_fresh(info['fresh_tensors'])}); fine-tune before relying on them")
+    return out
+
+
+# --------------------------------------------------------------------------- writing HF format
+
+
+def tokenizer_config(tokenizer: Any, max_len: int) -> dict[str, Any]:
+    """tokenizer_config.json for the exported tokenizer.json (loaded verbatim by transformers)."""
+    data: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len,
+                            "clean_up_tokenization_spaces": False}
+    for role in ("bos", "eos", "unk", "pad", "cls", "sep", "mask"):
+        token = tokenizer.specials.get(role)
+        if token is not None:
+            data[f"{role}_token"] = token
+    return data
+
+
+def write_hf_folder(out: Path, hf_config: dict[str, Any], state: dict[str, torch.Tensor],
+                    tokenizer: Any, max_len: int) -> Path:
+    """config.json, model.safetensors and tokenizer files, as `save_pretrained` lays them out."""
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    tmp = out / (SAFE_WEIGHTS + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})  # transformers checks "format"
+    tmp.replace(out / SAFE_WEIGHTS)
+    tokenizer.save(out / "tokenizer.json")
+    atomic_write_text(out / "tokenizer_config.json",
+                      json.dumps(tokenizer_config(tokenizer, max_len), indent=2))
+    atomic_write_text(out / "config.json", json.dumps(hf_config, indent=2, sort_keys=True))
+    return out
+
+
+def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Write an lmforge GPT or BERT run as a Hugging Face folder (GPT-2 or BERT format)."""
+    from ..run import load_run
+    from . import hf_bert, hf_gpt2
+
+    families = {"gpt": hf_gpt2, "bert": hf_bert}
+    run = load_run(run_dir, device="cpu")
+    cfg = run.model_config
+    if cfg.arch not in families:
+        raise ConfigError(f"{run_dir}: model.arch={cfg.arch!r} has no Hugging Face counterpart; "
+                          "exportable: gpt (as gpt2), bert (as bert)")
+    hf_config, state = families[cfg.arch].export_state(run.model.float(), cfg, run.tokenizer)
+    out = prepare_out(out, "Hugging Face export", force)
+    return write_hf_folder(out, hf_config, state, run.tokenizer, cfg.max_len)
