@@ -153,15 +153,6 @@ class RowRandom:
         base = torch.Generator().seed() % (1 << 62)
         return cls([base + i for i in range(rows)], device)
 
-    def select(self, rows: torch.Tensor) -> "RowRandom":
-        """Keep (and repeat) the given rows' streams."""
-        out = RowRandom.__new__(RowRandom)
-        out.device, out.block = self.device, self.block
-        idx = rows.tolist()
-        out.generators = [self.generators[i] for i in idx]
-        out.buffer, out.pos = self.buffer[rows.to(self.buffer.device)], self.pos
-        return out
-
     def uniform(self) -> torch.Tensor:
         """Next uniform in [0, 1) of every row: (B,)."""
         if self.pos == self.block:
