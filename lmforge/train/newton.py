@@ -166,8 +166,8 @@ class Newton(torch.optim.Optimizer):
                  adaptive_damping: bool = True, c1: float = 1e-4, max_ls: int = 20,
                  hessian_chunk: int = 256) -> None:
         if lr <= 0 or damping < 0 or max_params <= 0 or hessian_chunk <= 0 or max_ls <= 0:
-            raise ValueError("newton: lr, max_params, hessian_chunk and max_ls must be positive "
-                             f"and damping >= 0 (got lr={lr}, damping={damping}, "
+            raise ValueError("train.newton: lr, max_params, hessian_chunk and max_ls must be "
+                             f"positive and damping >= 0 (got lr={lr}, damping={damping}, "
                              f"max_params={max_params}, hessian_chunk={hessian_chunk}, "
                              f"max_ls={max_ls})")
         super().__init__(params, dict(lr=lr))
@@ -217,7 +217,8 @@ class Newton(torch.optim.Optimizer):
                 break
             lam = max(4 * lam, 1e-6 * diag_scale)
         else:
-            raise RuntimeError("newton: could not make H + λI positive definite (non-finite Hessian?)")
+            raise RuntimeError("newton: could not make H + λI positive definite "
+                               "(is the Hessian finite?)")
         d = torch.cholesky_solve(-gd[:, None], chol)[:, 0]  # (n,)
         slope = float(gd @ d)  # < 0: a descent direction
         curv = float(d @ (hessian @ d))
@@ -259,7 +260,8 @@ class NewtonCG(torch.optim.Optimizer):
     Args:
         lr: first trial step length of the line search (1 = the CG solution).
         damping: initial λ (Tikhonov damping); with `adaptive_damping` x3/2 when rho < 1/4 and
-            x2/3 when rho > 3/4.
+            x2/3 when rho > 3/4. Small because lmforge losses are means over tokens (Martens'
+            λ = 45 was for sums); see docs/optimizers.md for measurements.
         max_cg_iters, cg_tol: CG iteration cap and relative-residual tolerance.
         curvature: "auto" (Gauss–Newton if the closure accepts `return_outputs`, else
             Hessian), "gn" or "hessian".
@@ -268,9 +270,10 @@ class NewtonCG(torch.optim.Optimizer):
             than double backward, 5x for an LSTM on CPU), "exact" (double backward,
             Pearlmutter; exact but needs differentiable-twice kernels) or "auto" (exact, and
             finite differences from the first failure on).
-        preconditioner: "diag" (Martens: (diag(v) + λ)^0.75 with v an running mean of squared
-            gradients), "hutchinson" (v a running mean of |z * Bz|, z random signs: the curvature's
-            own diagonal), or None.
+        preconditioner: M = (v + λ)^0.75 with v a running mean of a diagonal estimate:
+            "hutchinson" (|z * Bz| for random signs z: the curvature's own diagonal, one extra
+            product per step), "diag" (Martens: squared gradients; with mini-batch mean losses
+            g² is far below λ and M ≈ I), or None.
         curvature_fraction: curvature on this leading fraction of the batch; needs a closure
             accepting `fraction` (1 = the whole batch, the same as the gradient).
         cg_decay: the warm start is cg_decay x the previous direction (Martens: 0.95).
@@ -282,9 +285,9 @@ class NewtonCG(torch.optim.Optimizer):
     PRODUCTS = ("auto", "exact", "fd")
     PRECONDITIONERS = ("diag", "hutchinson", None)
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1.0, damping: float = 1.0,
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1.0, damping: float = 1e-3,
                  max_cg_iters: int = 50, cg_tol: float = 1e-4, curvature: str = "auto",
-                 products: str = "fd", preconditioner: str | None = "diag",
+                 products: str = "fd", preconditioner: str | None = "hutchinson",
                  precond_decay: float = 0.95, precond_exponent: float = 0.75,
                  adaptive_damping: bool = True, min_damping: float = 1e-6,
                  curvature_fraction: float = 1.0, cg_decay: float = 0.95,
@@ -296,14 +299,14 @@ class NewtonCG(torch.optim.Optimizer):
                   "preconditioner": (preconditioner, self.PRECONDITIONERS)}
         for name, (value, valid) in checks.items():
             if value not in valid:
-                raise ValueError(f"newton_cg: {name}={value!r} is not one of "
+                raise ValueError(f"train.newton_cg.{name}={value!r} is not one of "
                                  f"{', '.join(map(str, valid))}")
         if lr <= 0 or damping < 0 or max_cg_iters <= 0 or max_ls <= 0:
-            raise ValueError(f"newton_cg: lr, max_cg_iters, max_ls must be positive and damping "
-                             f">= 0 (got lr={lr}, max_cg_iters={max_cg_iters}, max_ls={max_ls}, "
-                             f"damping={damping})")
+            raise ValueError(f"train.newton_cg: lr, max_cg_iters, max_ls must be positive and "
+                             f"damping >= 0 (got lr={lr}, max_cg_iters={max_cg_iters}, "
+                             f"max_ls={max_ls}, damping={damping})")
         if not 0 < curvature_fraction <= 1:
-            raise ValueError(f"newton_cg: curvature_fraction must be in (0, 1], got "
+            raise ValueError(f"train.newton_cg.curvature_fraction must be in (0, 1], got "
                              f"{curvature_fraction}")
         super().__init__(params, dict(lr=lr))
         self.options = dict(
@@ -321,7 +324,7 @@ class NewtonCG(torch.optim.Optimizer):
         opt = self.options
         use_gn = opt["curvature"] == "gn" or (opt["curvature"] == "auto" and evaluate.has_outputs)
         if use_gn and not evaluate.has_outputs:
-            raise ValueError("newton_cg: curvature='gn' needs a closure accepting "
+            raise ValueError("train.newton_cg.curvature='gn' needs a closure accepting "
                              "return_outputs=True and returning (loss, logits)")
         mode = opt["products"]
         exact = (state.get("products", "exact") if mode == "auto" else mode) == "exact"
@@ -375,7 +378,7 @@ class NewtonCG(torch.optim.Optimizer):
         damping = state.setdefault("damping", opt["damping"])
         evaluate = _Evaluator(closure, params[0].device)
         if opt["curvature_fraction"] < 1.0 and not evaluate.has_fraction:
-            raise ValueError("newton_cg: curvature_fraction < 1 needs a closure accepting "
+            raise ValueError("train.newton_cg.curvature_fraction < 1 needs a closure accepting "
                              "fraction= (the loss on that leading fraction of the batch)")
 
         loss, g, product = self._checked_products(evaluate, params, state)
