@@ -360,6 +360,7 @@ class RecurrentSeq2Seq(nn.Module):
 
         bahdanau:  c_t = attn(s_{t-1});  s_t = RNN([y_{t-1}; c_t], s_{t-1});  o_t = tanh(W [s_t; c_t])
         luong:     s_t = RNN([y_{t-1}; o_{t-1}] or y_{t-1}, s_{t-1});  c_t = attn(s_t);  o_t = tanh(W [s_t; c_t])
+        logits = o_t @ E_tgt^T   (o_t is d_embed wide; the output layer is the tied target embedding)
 
     Luong without input feeding runs the decoder RNN over the whole target in one fused call
     during training (fast on CPU); the other variants step through time.
@@ -390,15 +391,18 @@ class RecurrentSeq2Seq(nn.Module):
         self.encoder = rnn_cls(E, H // 2 if c.bidirectional else H, self.enc_layers, batch_first=True,
                                bidirectional=c.bidirectional,
                                dropout=c.dropout if self.enc_layers > 1 else 0.0)
-        feed = H if (self.input_feed or self.attention_kind == "bahdanau") else 0
+        # input feeding adds o_{t-1} (E wide), Bahdanau the context c_t (H wide) to the input
+        feed = E if self.input_feed else H if self.attention_kind == "bahdanau" else 0
         self.decoder = rnn_cls(E + feed, H, self.dec_layers, batch_first=True,
                                dropout=c.dropout if self.dec_layers > 1 else 0.0)
         self.attn = Attention(self.attention_kind, H, H)
-        self.combine = nn.Linear(2 * H, H, bias=False)  # o_t = tanh(W [s_t; c_t])
-        self.lm_head = nn.Linear(H, c.vocab_size, bias=False)
-        if c.tie_embeddings and E == H:
+        # o_t = tanh(W [s_t; c_t]) is embedding-wide, so the output layer can be the (tied)
+        # target embedding: V x E parameters instead of V x H
+        self.combine = nn.Linear(2 * H, E, bias=False)
+        self.lm_head = nn.Linear(E, c.vocab_size, bias=False)
+        if c.tie_embeddings:
             self.lm_head.weight = self.tgt_embed.weight
-        self.pointer = PointerGenerator(H, H, E) if extra(c, "copy", False) else None
+        self.pointer = PointerGenerator(H, E, E) if extra(c, "copy", False) else None
         for emb in {id(self.src_embed): self.src_embed, id(self.tgt_embed): self.tgt_embed}.values():
             nn.init.normal_(emb.weight, std=E ** -0.5)
 
@@ -430,12 +434,12 @@ class RecurrentSeq2Seq(nn.Module):
 
     def init_state(self, memory: Memory, max_len: int | None = None) -> RecurrentState:
         """Decoder state at the first target step (bridged from the encoder)."""
-        B, H = memory.states.size(0), self.config.d_model
-        feed = memory.states.new_zeros(B, H) if self.input_feed else None
+        B, E = memory.states.size(0), self.config.embed_width
+        feed = memory.states.new_zeros(B, E) if self.input_feed else None
         return RecurrentState(memory, memory.final, feed)
 
     def _step(self, emb: torch.Tensor, state: RecurrentState) -> tuple[torch.Tensor, ...]:
-        """One target step: emb (B, E) -> output o_t, attention, context (B, H), (B, S), new state."""
+        """One target step: emb (B, E) -> o_t (B, E), attention (B, S), context (B, H), new state."""
         memory, rnn = state.memory, state.rnn
         if self.attention_kind == "bahdanau":
             top = (rnn[0] if isinstance(rnn, tuple) else rnn)[-1]  # s_{t-1}: (B, H)
@@ -446,7 +450,7 @@ class RecurrentSeq2Seq(nn.Module):
         s, rnn = self.decoder(x[:, None], rnn)  # (B, 1, H)
         if self.attention_kind != "bahdanau":
             attn, context = self.attn(s, memory.keys, memory)
-        out = self.drop(torch.tanh(self.combine(torch.cat([s, context], -1))))[:, 0]  # (B, H)
+        out = self.drop(torch.tanh(self.combine(torch.cat([s, context], -1))))[:, 0]  # (B, E)
         feed = out if state.feed is not None else None
         return out, attn[:, 0], context[:, 0], RecurrentState(memory, rnn, feed)
 
@@ -457,7 +461,7 @@ class RecurrentSeq2Seq(nn.Module):
         if self.attention_kind != "bahdanau" and not self.input_feed:
             s, _ = self.decoder(emb, state.rnn)  # all steps in one fused call: (B, T, H)
             attn, context = self.attn(s, memory.keys, memory)  # (B, T, S), (B, T, H)
-            out = self.drop(torch.tanh(self.combine(torch.cat([s, context], -1))))  # (B, T, H)
+            out = self.drop(torch.tanh(self.combine(torch.cat([s, context], -1))))  # (B, T, E)
         else:
             outs, attns, contexts = [], [], []
             for t in range(tgt_in.size(1)):

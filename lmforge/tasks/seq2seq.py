@@ -74,6 +74,7 @@ class TaskOptions:
     length_penalty: float = 1.0  # hypothesis score = log-prob / length ** length_penalty
     max_len_a: float = 1.5  # decode at most a * source_length + b tokens
     max_len_b: int = 10
+    no_repeat_ngram: int = 0  # > 0: never repeat an n-gram of this size in one output
     eval_decode: int = 0  # validation examples decoded (greedy) at each evaluation; 0 = loss only
     decoder_init: str = ""  # run dir of a pretrained lmforge GPT whose blocks start the decoder
 
@@ -125,8 +126,26 @@ def max_lengths(src_lengths: torch.Tensor, a: float, b: int, cap: int) -> torch.
     return (src_lengths.float() * a + b).ceil().long().clamp(1, cap)
 
 
+def block_repeats(logp: torch.Tensor, seqs: list[list[int]], n: int) -> None:
+    """Forbid (in place) each row's tokens that would repeat one of its n-grams.
+
+    >>> lp = torch.zeros(1, 5); block_repeats(lp, [[1, 2, 3, 1, 2]], 3); lp[0, 3].item()
+    -inf
+    """
+    if n <= 0:
+        return
+    for r, seq in enumerate(seqs):
+        if len(seq) < n - 1:
+            continue
+        prefix = seq[len(seq) - n + 1:] if n > 1 else []
+        banned = [seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i:i + n - 1] == prefix]
+        if banned:
+            logp[r, banned] = float("-inf")
+
+
 @torch.no_grad()
-def greedy_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int, eos: int) -> list[list[int]]:
+def greedy_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int, eos: int,
+                  no_repeat_ngram: int = 0) -> list[list[int]]:
     """Most likely token at each step, for a batch; stops at <eos> or the row's limit."""
     B, device = memory.states.size(0), memory.states.device
     state = model.init_state(memory, max_len=int(limits.max()) + 1)
@@ -135,6 +154,7 @@ def greedy_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int,
     done = torch.zeros(B, dtype=torch.bool, device=device)
     for t in range(int(limits.max())):
         logp, state = model.step(tokens, state)  # (B, V)
+        block_repeats(logp, out.tolist() if no_repeat_ngram else [], no_repeat_ngram)
         tokens = logp.argmax(-1).masked_fill(done, eos)
         out = torch.cat([out, tokens[:, None]], 1)
         done |= (tokens == eos) | (t + 1 >= limits)
@@ -145,17 +165,17 @@ def greedy_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int,
 
 @torch.no_grad()
 def beam_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int, eos: int,
-                beams: int = 5, length_penalty: float = 1.0) -> list[list[int]]:
+                beams: int = 5, length_penalty: float = 1.0, no_repeat_ngram: int = 0) -> list[list[int]]:
     """Batched beam search over `model.step` / `model.reorder_state`; the best hypothesis per row.
 
     Each step extends every live beam by every token, keeps the 2K best candidates, moves the
     ones ending in <eos> (among the top K) to the row's finished list scored by
     log-prob / length ** length_penalty, and continues with the K best others. A row is done
-    when it holds K finished hypotheses or reaches its length limit (then <eos> is forced);
-    done rows leave the batch, so the remaining ones decode faster.
+    when its K best finished hypotheses all score above its best live beam, or at its length
+    limit (where <eos> is forced); done rows leave the batch, so the others decode faster.
     """
     if beams == 1:
-        return greedy_search(model, memory, limits, bos, eos)
+        return greedy_search(model, memory, limits, bos, eos, no_repeat_ngram)
     B, K, device = memory.states.size(0), beams, memory.states.device
     state = model.init_state(memory, max_len=int(limits.max()) + 1)
     state = model.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))
@@ -168,6 +188,7 @@ def beam_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int, e
     for t in range(int(limits.max())):
         n = active.numel()
         logp, state = model.step(tokens, state)  # (n*K, V)
+        block_repeats(logp, seqs.tolist() if no_repeat_ngram else [], no_repeat_ngram)
         V = logp.size(-1)
         at_limit = t + 1 >= limits[active]  # (n,) these rows must end now
         if bool(at_limit.any()):
@@ -186,10 +207,18 @@ def beam_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int, e
             finished[int(active[i])].append((float(top[i, j]) / (len(hyp) + 1) ** length_penalty, hyp))
         alive, order = top.masked_fill(is_eos, float("-inf")).topk(K, dim=1)  # (n, K)
         alive_beam, alive_tok = beam.gather(1, order), tok.gather(1, order)
-        counts = torch.tensor([len(finished[int(b)]) for b in active], device=device)
-        keep = ((counts < K) & ~at_limit).nonzero().squeeze(1)
-        if keep.numel() == 0:
+        # a row is done at its limit, or once its K best finished hypotheses all beat the best
+        # live one scored as if it ended next step (Hugging Face's heuristic)
+        best_alive = (alive[:, 0] / (t + 2) ** length_penalty).tolist()
+        keep_rows = []
+        for i, b in enumerate(active.tolist()):
+            finished[b] = sorted(finished[b], key=lambda h: -h[0])[:K]
+            full = len(finished[b]) >= K and finished[b][-1][0] >= best_alive[i]
+            if not (full or bool(at_limit[i])):
+                keep_rows.append(i)
+        if not keep_rows:
             break
+        keep = torch.tensor(keep_rows, device=device)
         rows = (keep[:, None] * K + alive_beam[keep]).flatten()  # (n'*K,)
         seqs = torch.cat([seqs[rows], alive_tok[keep].reshape(-1, 1)], 1)
         state = model.reorder_state(state, rows)
@@ -204,7 +233,7 @@ def _strip(ids: list[int], eos: int) -> list[int]:
 @torch.no_grad()
 def decode_ids(model: nn.Module, sources: Sequence[np.ndarray], bos: int, eos: int, pad_id: int,
                beams: int = 5, length_penalty: float = 1.0, max_len_a: float = 1.5,
-               max_len_b: int = 10, batch_size: int = 64) -> list[list[int]]:
+               max_len_b: int = 10, batch_size: int = 64, no_repeat_ngram: int = 0) -> list[list[int]]:
     """Decode source id arrays (each ending in <eos>) in length-sorted batches; one id list each.
 
     The encoder runs once per batch; the decoder steps with its caches (see models/seq2seq.py).
@@ -226,7 +255,7 @@ def decode_ids(model: nn.Module, sources: Sequence[np.ndarray], bos: int, eos: i
         mask = (torch.arange(S)[None] < lengths[:, None]).to(device)
         memory = model.encode(src.to(device), mask)
         limits = max_lengths(lengths - 1, max_len_a, max_len_b, cap).to(device)
-        hyps = beam_search(model, memory, limits, bos, eos, beams, length_penalty)
+        hyps = beam_search(model, memory, limits, bos, eos, beams, length_penalty, no_repeat_ngram)
         for i, hyp in zip(rows, hyps):
             results[i] = hyp
     model.train(was_training)
@@ -293,7 +322,8 @@ class Seq2SeqTask:
             n = min(self.opts.eval_decode, len(self.val))
             ids = decode_ids(self.model, self.val.src[:n], self.val.bos_id, self.val.eos_id,
                              self.pad_id, beams=1, max_len_a=self.opts.max_len_a,
-                             max_len_b=self.opts.max_len_b, batch_size=max(self.batch_size, 64))
+                             max_len_b=self.opts.max_len_b, batch_size=max(self.batch_size, 64),
+                             no_repeat_ngram=self.opts.no_repeat_ngram)
             hyps = [self.tokenizer.decode(h) for h in ids]
             metrics[self.decode_metric] = score(self.opts.kind, hyps, self.val_split.references[:n])[
                 self.decode_metric]
@@ -556,7 +586,8 @@ class Seq2SeqRun:
 
     def generate(self, texts: str | Sequence[str], beams: int | None = None,
                  length_penalty: float | None = None, max_len_a: float | None = None,
-                 max_len_b: int | None = None, batch_size: int = 64) -> str | list[str]:
+                 max_len_b: int | None = None, batch_size: int = 64,
+                 no_repeat_ngram: int | None = None) -> str | list[str]:
         """Translate / summarize one text or a list; beam search with the run's defaults."""
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
@@ -567,7 +598,8 @@ class Seq2SeqRun:
                          self.config.pad_id, beams or o.beams,
                          o.length_penalty if length_penalty is None else length_penalty,
                          o.max_len_a if max_len_a is None else max_len_a,
-                         o.max_len_b if max_len_b is None else max_len_b, batch_size)
+                         o.max_len_b if max_len_b is None else max_len_b, batch_size,
+                         o.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram)
         decoded = [self.tokenizer.decode(h).strip() for h in out]
         return decoded[0] if single else decoded
 
