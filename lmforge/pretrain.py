@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -72,6 +73,7 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
     tcfg = cfg.train
     run_dir = Path(cfg.out)
     info = distributed.setup(tcfg.device)
+    log = log if info.rank == 0 else _quiet  # one voice under torchrun
     if not resume and (run_dir / TRAINER_STATE).exists():
         raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
                           "or choose another --out")
@@ -79,11 +81,12 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
         torch.set_num_threads(tcfg.threads)
     device = distributed.device_for(info, pick_device(tcfg.device))
     files = resolve_corpus_files(cfg.data.path)
-    tokenizer = prepare_tokenizer(cfg, files, run_dir, resume, log)
+    tokenizer = _shared_tokenizer(cfg, files, run_dir, resume, log, info)
     cache_dir = cfg.data.cache_dir or None
-    corpus = tokenize_corpus(files, tokenizer, cfg.data.val_fraction, cache_dir=cache_dir,
-                             text_field=cfg.data.text_field, errors=cfg.data.errors,
-                             progress=tcfg.progress and info.rank == 0)
+    with distributed.local_main_first():  # one process per machine fills the token cache
+        corpus = tokenize_corpus(files, tokenizer, cfg.data.val_fraction, cache_dir=cache_dir,
+                                 text_field=cfg.data.text_field, errors=cfg.data.errors,
+                                 progress=tcfg.progress and info.rank == 0)
     cfg.model.vocab_size = tokenizer.vocab_size
     if tokenizer.pad_id is not None:
         cfg.model.pad_id = tokenizer.pad_id
@@ -107,16 +110,33 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
         f"{tokens_per_step:,} tokens per step (batch {tcfg.batch_size} x accum {tcfg.grad_accum}"
         f" x world {info.world_size} x context {cfg.model.max_len})")
     task_cls = _task_class(cfg.model.head)
+    if "world_size" in inspect.signature(task_cls).parameters:
+        # one seed everywhere: each rank takes its slice of the same global batch
+        shard: dict[str, Any] = {"seed": tcfg.seed, "rank": info.rank, "world_size": info.world_size}
+    else:
+        shard = {"seed": tcfg.seed + info.rank}  # each rank draws its own random windows
     task = task_cls(
         model, tokenizer, corpus.train, corpus.val, block_size=cfg.model.max_len,
-        batch_size=tcfg.batch_size, seed=tcfg.seed + info.rank, eval_batches=tcfg.eval_batches,
-        tbptt=tcfg.tbptt, sample_tokens=tcfg.sample_tokens, device=device)
-    trainer = Trainer(task, tcfg, run_dir, resume=resume, log=log if info.rank == 0 else _quiet)
+        batch_size=tcfg.batch_size, eval_batches=tcfg.eval_batches,
+        tbptt=tcfg.tbptt, sample_tokens=tcfg.sample_tokens, device=device, **shard)
+    trainer = Trainer(task, tcfg, run_dir, resume=resume, log=log)
     metrics = trainer.fit()
     if metrics and info.rank == 0:
         log(f"done: step {trainer.step}, val loss {metrics['loss']:.4f}, "
             f"{trainer.elapsed:.0f}s of training -> {run_dir}")
     return run_dir
+
+
+def _shared_tokenizer(cfg: Config, files: list[Path], run_dir: Path, resume: bool,
+                      log: Callable, info: distributed.DistInfo):
+    """Rank 0 prepares the tokenizer; under torchrun the others receive it, so every rank
+    holds the same vocabulary and none needs the run directory (which may be on rank 0's disk)."""
+    if not info.enabled:
+        return prepare_tokenizer(cfg, files, run_dir, resume, log)
+    from .tokenizers import Tokenizer
+
+    data = prepare_tokenizer(cfg, files, run_dir, resume, log).to_json() if info.rank == 0 else None
+    return Tokenizer.from_json(distributed.broadcast_object(data))
 
 
 def _task_class(head: str):

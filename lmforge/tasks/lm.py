@@ -20,6 +20,10 @@ class LanguageModelingTask:
     With `tbptt=True` (recurrent backbones) the rows are contiguous streams and the hidden
     state is carried, detached, from one window to the next (truncated backpropagation
     through time).
+
+    Under data parallelism pass `rank` / `world_size` and the same `seed` on every rank: each
+    rank then trains on its own slice of one global batch (see `LMBatches`); validation is the
+    same on every rank.
     """
 
     metric_names = ["ppl"]
@@ -29,11 +33,11 @@ class LanguageModelingTask:
     def __init__(self, model: nn.Module, tokenizer: Any, train_tokens: np.ndarray,
                  val_tokens: np.ndarray, block_size: int, batch_size: int, seed: int = 0,
                  eval_batches: int = 20, tbptt: bool = False, sample_tokens: int = 200,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, torch.device(device)
         self.tbptt = tbptt
         self.train = LMBatches(train_tokens, block_size, batch_size, seed=seed, device=device,
-                               sequential=tbptt)
+                               sequential=tbptt, rank=rank, world_size=world_size)
         # the same validation windows at every evaluation, so val curves are comparable
         self.val = LMBatches(val_tokens, block_size, batch_size, seed=seed + 1, device=device)
         self.val_start = self.val.state_dict()

@@ -12,6 +12,16 @@ task-specific. What a task must provide (see `lmforge.tasks.lm.LanguageModelingT
     task.monitor: tuple[str, str]   (metric, "min" | "max") for best checkpoint / early stopping
     task.state_dict() / load_state_dict(state)   data position, for exact resume
     task.on_evaluate(step, run_dir) optional hook (samples.txt for language models)
+    task.flops_per_unit: float      optional: training FLOPs per unit of batch_tokens, for the
+                                    mfu column (default: model FLOPs per token, train/mfu.py)
+
+Under torchrun every rank runs this loop on its own micro-batches (the task gives each rank
+its own data); DDP all-reduces gradients on the last micro-step. Rank 0 alone writes logs,
+samples and checkpoints and evaluates (every rank does under FSDP, whose forward needs them
+all); decisions that change control flow (stop requests, time budget, divergence, early
+stopping) come from values reduced or broadcast across ranks, so no rank is left waiting in
+a collective the others skipped. A stop request (Ctrl-C, SIGTERM) takes effect at the next
+log point when distributed, at once otherwise.
 """
 
 from __future__ import annotations
@@ -29,8 +39,11 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
+from ..config import ConfigError
 from . import distributed
-from .checkpoint import BEST_WEIGHTS, load_trainer_state, load_weights, save_checkpoint, save_weights
+from . import mfu as mfu_lib
+from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
+                         save_weights)
 from .optim import build_optimizer
 from .schedule import lr_at
 
@@ -81,7 +94,7 @@ class MetricsLog:
     """metrics.csv: one row per logged point, header fixed at the first write."""
 
     BASE = ["step", "split", "loss"]
-    TAIL = ["lr", "tokens_per_s", "elapsed_s"]
+    TAIL = ["lr", "tokens_per_s", "mfu", "elapsed_s"]
 
     def __init__(self, path: Path, metric_names: list[str], resume_step: int | None) -> None:
         self.path = path
@@ -118,34 +131,70 @@ class Trainer:
     def __init__(self, task: Any, cfg: TrainConfig, run_dir: str | Path,
                  resume: bool = False, log: Any = print) -> None:
         self.task, self.cfg, self.run_dir, self.log = task, cfg, Path(run_dir), log
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         self.dist = distributed.current()
+        self.is_main = self.dist.rank == 0
         self.device = next(task.model.parameters()).device
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"train.precision=fp16 needs a CUDA device (a gradient scaler); "
+                              f"this run is on {self.device.type}, use bf16")
         self.model = task.model
+        # counted before wrapping: FSDP turns parameters into shards
+        self.flops_per_unit = getattr(task, "flops_per_unit", None) or mfu_lib.flops_per_token(self.model)
+        # weights before wrapping: DDP and FSDP start from the model they are given
+        state = self._read_checkpoint() if resume else None
         self.train_model = distributed.wrap_model(self.model, self.dist, cfg)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.step = 0
         self.best: float | None = None
         self.bad_evals = 0
         self.elapsed = 0.0  # training seconds, carried across resumes
         resume_step = None
-        if resume:
-            resume_step = self._resume()
-        self.is_main = self.dist.rank == 0
+        if state is not None:
+            resume_step = self._resume(state)
+        # matmul peak of one device, measured once and cached on disk (train/mfu.py)
+        self.peak = mfu_lib.matmul_peak(self.device, cfg.precision) if self.is_main else 0.0
+        self._fsdp_hook_noted = False
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", task.metric_names, resume_step) \
             if self.is_main else None
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _resume(self) -> int:
-        state = load_trainer_state(self.run_dir)
-        load_weights(self.model, self.run_dir / "model.safetensors")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.task.load_state_dict(state["task"])
-        set_rng_state(state["rng"])
+    def _read_checkpoint(self) -> dict[str, Any]:
+        """Rank 0 reads the trainer state and weights; every rank gets both (no shared disk
+        needed), and an unreadable checkpoint raises on every rank, not on rank 0 alone."""
+        state, error = None, None
+        if self.is_main:
+            try:
+                state = load_trainer_state(self.run_dir)
+                load_weights(self.model, self.run_dir / WEIGHTS)
+            except Exception as err:  # re-raised below, on every rank
+                error = err
+        if self.dist.enabled:
+            error = distributed.broadcast_object(error)
+            if error is None:
+                state = distributed.broadcast_object(state)
+                distributed.broadcast_module(self.model)
+        if error is not None:
+            raise error
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise ConfigError(
+                f"{self.run_dir} was trained by {saved_world} process(es) and this job has "
+                f"{self.dist.world_size}: each rank's data position cannot be mapped; resume with "
+                f"the same world size (torchrun --nproc_per_node ...)")
+        return state
+
+    def _resume(self, state: dict[str, Any]) -> int:
+        distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        own = state["ranks"][self.dist.rank] if "ranks" in state else state
+        self.task.load_state_dict(own["task"])
+        set_rng_state(own["rng"])
         self.step, self.best = state["step"], state.get("best")
         self.bad_evals, self.elapsed = state.get("bad_evals", 0), state.get("elapsed", 0.0)
         if self.scaler is not None and "scaler" in state:
@@ -154,14 +203,22 @@ class Trainer:
         return self.step
 
     def save(self) -> None:
-        if self.dist.rank != 0:
+        """Checkpoint. Under torchrun a collective: every rank calls it, rank 0 writes (with
+        each rank's data position and RNG state, for an exact resume)."""
+        own = {"task": self.task.state_dict(), "rng": rng_state()}
+        ranks = distributed.gather_objects(own) if self.dist.enabled else None
+        weights = distributed.full_weights(self.model)
+        optimizer = distributed.optimizer_state(self.model, self.optimizer)
+        if not self.is_main:
             return
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                 "task": self.task.state_dict(), "rng": rng_state(), "best": self.best,
-                 "bad_evals": self.bad_evals, "elapsed": self.elapsed}
+        state = {"step": self.step, "optimizer": optimizer, **own, "best": self.best,
+                 "bad_evals": self.bad_evals, "elapsed": self.elapsed,
+                 "world_size": self.dist.world_size}
+        if ranks is not None:
+            state["ranks"] = ranks
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
-        save_checkpoint(self.run_dir, self.model, state)
+        save_checkpoint(self.run_dir, weights, state)
 
     # ------------------------------------------------------------------ one step
 
@@ -215,11 +272,15 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        with torch.no_grad(), autocast_context(self.device, self.cfg.precision):
-            metrics = self.task.evaluate()
-        self.model.train()
-        return metrics
+        """Validation metrics, computed on rank 0 (on every rank under FSDP, whose forward
+        gathers shards from all of them) and broadcast, so every rank decides alike."""
+        metrics: dict[str, float] = {}
+        if self.is_main or distributed.is_fsdp(self.model):
+            self.model.eval()
+            with torch.no_grad(), autocast_context(self.device, self.cfg.precision):
+                metrics = self.task.evaluate()
+            self.model.train()
+        return distributed.broadcast_object(metrics)
 
     def _improved(self, metrics: dict[str, float]) -> bool:
         name, mode = self.task.monitor
@@ -255,17 +316,29 @@ class Trainer:
                 at_eval = cfg.eval_every > 0 and (self.step % cfg.eval_every == 0
                                                   or self.step == last_step)
                 over_budget = cfg.time_budget_s > 0 and self.elapsed >= cfg.time_budget_s
-                if at_log or at_eval or over_budget or self._stop_requested:
+                stop = self._stop_requested
+                if self.dist.enabled:
+                    # ranks agree on stopping at log points only: a collective every step
+                    # would cost a host synchronisation per step
+                    at_sync = at_log or at_eval
+                    over_budget, stop = (distributed.any_rank(over_budget, stop, device=self.device)
+                                         if at_sync else (False, False))
+                else:
+                    at_sync = at_log or at_eval or over_budget or stop
+                if at_sync:
                     mean_loss = self._check_finite(pending)
                     now = time.perf_counter()
                     rate = tokens_since / max(now - t_log, 1e-9)
                     pending, tokens_since, t_log = [], 0, now
                     if self.metrics is not None:
+                        util = mfu_lib.mfu(rate, self.flops_per_unit, self.peak * self.dist.world_size) \
+                            if self.peak > 0 else float("nan")
                         self.metrics.append({"step": self.step, "split": "train", "loss": mean_loss,
-                                             "lr": lr, "tokens_per_s": rate, "elapsed_s": self.elapsed})
+                                             "lr": lr, "tokens_per_s": rate, "mfu": util,
+                                             "elapsed_s": self.elapsed})
                     progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
                 progress.update(1)
-                if self._stop_requested:
+                if stop:
                     # a signal arrived during the step: the step is complete, so the
                     # checkpoint is consistent (weights, optimizer, data position, RNG)
                     self.save()
@@ -310,7 +383,8 @@ class Trainer:
     def _check_finite(self, losses: list[torch.Tensor]) -> float:
         if not losses:
             return float("nan")
-        values = torch.stack(losses).float().cpu()
+        # the mean over ranks: the loss of the global batch (NaN anywhere is NaN everywhere)
+        values = distributed.all_reduce_mean(torch.stack(losses).float()).cpu()
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             step = self.step - len(losses) + int(bad[0]) + 1
@@ -327,17 +401,25 @@ class Trainer:
                 f"good checkpoint in {self.run_dir} is intact")
         improved = self._improved(metrics)
         self.bad_evals = 0 if improved else self.bad_evals + 1
+        keep = improved and getattr(self.task, "keep_best", False)
+        best = distributed.full_weights(self.model) if keep else None  # a collective under FSDP
         if self.is_main:
             self.metrics.append({"step": self.step, "split": "val", **metrics, "lr": lr,
                                  "elapsed_s": self.elapsed})
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             self.log(f"step {self.step}: val {shown}")
-            if improved and getattr(self.task, "keep_best", False):
-                save_weights(self.model, self.run_dir / BEST_WEIGHTS)
+            if best is not None:
+                save_weights(best, self.run_dir / BEST_WEIGHTS)
             hook = getattr(self.task, "on_evaluate", None)
-            if hook is not None:
+            if hook is not None and distributed.is_fsdp(self.model):
+                # the hook's forward passes would need every rank's shards: skipped
+                if not self._fsdp_hook_noted:
+                    self.log("note: under FSDP the evaluation hook (samples.txt) is skipped")
+                    self._fsdp_hook_noted = True
+            elif hook is not None:
                 hook(self.step, self.run_dir)
-            self.save()
+        self.save()
+        if self.is_main:
             _plot(self.run_dir)
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:
             self.log(f"early stopping at step {self.step}: no improvement in "
