@@ -43,15 +43,25 @@ from ..train.loop import Trainer, pick_device
 
 # a sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
+# ... unless the period belongs to one of these abbreviations (scientific prose)
+_ABBREVIATIONS = re.compile(r"(\b(?:e\.g|i\.e|et al|cf|vs|Fig|Figs|Eq|Eqs|Sec|Tab|Ref|No|approx|"
+                            r"resp|Dr|Mr|Ms|Prof|St|etc)|\b[A-Z])\.$")
 
 
 def split_sentences(text: str) -> list[str]:
     """Split text into sentences at . ! ? followed by a capital, digit or bracket.
 
-    >>> split_sentences("We propose X. It works well! Results in Table 1.")
-    ['We propose X.', 'It works well!', 'Results in Table 1.']
+    >>> split_sentences("We propose X (see Fig. 2). It works well! Results in Table 1.")
+    ['We propose X (see Fig. 2).', 'It works well!', 'Results in Table 1.']
     """
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    pieces = [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    out: list[str] = []
+    for piece in pieces:
+        if out and _ABBREVIATIONS.search(out[-1]):
+            out[-1] = f"{out[-1]} {piece}"  # "Fig." / "et al." / an initial did not end a sentence
+        else:
+            out.append(piece)
+    return out
 
 
 def lead(texts: Sequence[str], k: int = 1) -> list[str]:
