@@ -99,6 +99,16 @@ class Run:
         return score_texts(self.model, self.tokenizer, prompts, conts)
 
 
+def weights_path(run_dir: str | Path, weights: str = "best") -> Path:
+    """best.safetensors when asked for and present, else model.safetensors."""
+    path = Path(run_dir)
+    if weights == "best" and (path / BEST_WEIGHTS).is_file():
+        return path / BEST_WEIGHTS
+    if not (path / WEIGHTS).is_file():
+        raise CheckpointError(f"{path}: no weights ({WEIGHTS}); the run has not saved a checkpoint yet")
+    return path / WEIGHTS
+
+
 def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> Run:
     """Reload a run directory. `weights`: "best" (best.safetensors when present) or "last"."""
     from .tokenizers import load_tokenizer
@@ -110,10 +120,6 @@ def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> R
     config = read_run_config(path) if (path / CONFIG).is_file() else None
     tokenizer = load_tokenizer(path / TOKENIZER)
     model = build_model(model_config)
-    weights_path = path / BEST_WEIGHTS if weights == "best" and (path / BEST_WEIGHTS).is_file() \
-        else path / WEIGHTS
-    if not weights_path.is_file():
-        raise CheckpointError(f"{path}: no weights ({WEIGHTS}); the run has not saved a checkpoint yet")
-    load_weights(model, weights_path)
+    load_weights(model, weights_path(path, weights))
     model.to(pick_device(device)).eval()
     return Run(path, model, tokenizer, config)
