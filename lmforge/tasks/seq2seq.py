@@ -163,67 +163,61 @@ def greedy_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int,
     return [_strip(row, eos) for row in out.tolist()]
 
 
+class _Decoding:
+    """A seq2seq model as the step function of `lmforge.generate.beam_search`.
+
+    The search state is (model state, history (N, t)): the history of chosen tokens lets the
+    step block repeated n-grams, and `reorder` keeps it aligned with the beams. Each input's
+    beams stay in rows b*K .. b*K+K-1, so per-input length limits are a fixed (N,) tensor.
+    """
+
+    def __init__(self, model: nn.Module, limits: torch.Tensor, eos: int, beams: int,
+                 no_repeat_ngram: int) -> None:
+        self.model, self.eos, self.no_repeat_ngram = model, eos, no_repeat_ngram
+        self.limits, self.beams, self.t = limits, beams, 0
+
+    def step(self, ids: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        model_state, history = state
+        if self.t > 0:  # the first call feeds <bos>, which is not part of the output
+            history = torch.cat([history, ids], 1)
+        logp, model_state = self.model.step(ids[:, 0], model_state)  # (N, V)
+        limits = self.limits if logp.size(0) == self.limits.numel() else \
+            self.limits.repeat_interleave(self.beams)
+        ending = self.t + 1 >= limits  # (N,): these rows must end now
+        if bool(ending.any()):
+            eos_logp = logp[:, self.eos].clamp_min(-1e4)  # finite even if the model rules <eos> out
+            logp[ending] = float("-inf")
+            logp[ending, self.eos] = eos_logp[ending]
+        block_repeats(logp, history.tolist() if self.no_repeat_ngram else [], self.no_repeat_ngram)
+        self.t += 1
+        return logp, (model_state, history)
+
+    def reorder(self, state: tuple, rows: torch.Tensor) -> tuple:
+        return self.model.reorder_state(state[0], rows), state[1].index_select(0, rows)
+
+
 @torch.no_grad()
 def beam_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int, eos: int,
                 beams: int = 5, length_penalty: float = 1.0, no_repeat_ngram: int = 0) -> list[list[int]]:
-    """Batched beam search over `model.step` / `model.reorder_state`; the best hypothesis per row.
+    """The best hypothesis of each input by `lmforge.generate.beam_search` (beams == 1: greedy).
 
-    Each step extends every live beam by every token, keeps the 2K best candidates, moves the
-    ones ending in <eos> (among the top K) to the row's finished list scored by
-    log-prob / length ** length_penalty, and continues with the K best others. A row is done
-    when its K best finished hypotheses all score above its best live beam, or at its length
-    limit (where <eos> is forced); done rows leave the batch, so the others decode faster.
+    Scores are log-prob / length ** length_penalty; each input stops at its own limit
+    (`max_lengths`: relative to its source), where <eos> is forced; a row is done once its
+    `beams` best hypotheses have finished (early stopping, as fairseq).
     """
+    from ..generate import beam_search as shared_beam_search
+
     if beams == 1:
         return greedy_search(model, memory, limits, bos, eos, no_repeat_ngram)
-    B, K, device = memory.states.size(0), beams, memory.states.device
-    state = model.init_state(memory, max_len=int(limits.max()) + 1)
-    state = model.reorder_state(state, torch.arange(B, device=device).repeat_interleave(K))
-    active = torch.arange(B, device=device)  # which input each group of K rows belongs to
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: expand only the first
-    seqs = torch.zeros(B * K, 0, dtype=torch.long, device=device)
-    tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
-    for t in range(int(limits.max())):
-        n = active.numel()
-        logp, state = model.step(tokens, state)  # (n*K, V)
-        block_repeats(logp, seqs.tolist() if no_repeat_ngram else [], no_repeat_ngram)
-        V = logp.size(-1)
-        at_limit = t + 1 >= limits[active]  # (n,) these rows must end now
-        if bool(at_limit.any()):
-            rows = at_limit.repeat_interleave(K)
-            eos_col = logp[:, eos].clone()
-            logp[rows] = float("-inf")
-            logp[rows, eos] = eos_col[rows]
-        cand = (scores.reshape(n * K, 1) + logp).view(n, K * V)
-        top, idx = cand.topk(2 * K, dim=1)  # (n, 2K)
-        beam, tok = idx // V, idx % V
-        is_eos = tok == eos
-        ending = (is_eos[:, :K] & torch.isfinite(top[:, :K])).nonzero().tolist()
-        for i, j in ending:
-            row = i * K + int(beam[i, j])
-            hyp = seqs[row].tolist()
-            finished[int(active[i])].append((float(top[i, j]) / (len(hyp) + 1) ** length_penalty, hyp))
-        alive, order = top.masked_fill(is_eos, float("-inf")).topk(K, dim=1)  # (n, K)
-        alive_beam, alive_tok = beam.gather(1, order), tok.gather(1, order)
-        # a row is done at its limit, or once its K best finished hypotheses all beat the best
-        # live one scored as if it ended next step (Hugging Face's heuristic)
-        best_alive = (alive[:, 0] / (t + 2) ** length_penalty).tolist()
-        keep_rows = []
-        for i, b in enumerate(active.tolist()):
-            finished[b] = sorted(finished[b], key=lambda h: -h[0])[:K]
-            full = len(finished[b]) >= K and finished[b][-1][0] >= best_alive[i]
-            if not (full or bool(at_limit[i])):
-                keep_rows.append(i)
-        if not keep_rows:
-            break
-        keep = torch.tensor(keep_rows, device=device)
-        rows = (keep[:, None] * K + alive_beam[keep]).flatten()  # (n'*K,)
-        seqs = torch.cat([seqs[rows], alive_tok[keep].reshape(-1, 1)], 1)
-        state = model.reorder_state(state, rows)
-        scores, tokens, active = alive[keep], alive_tok[keep].flatten(), active[keep]
-    return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
+    B, device = memory.states.size(0), memory.states.device
+    decoding = _Decoding(model, limits, eos, beams, no_repeat_ngram)
+    state = (model.init_state(memory, max_len=int(limits.max()) + 1),
+             torch.zeros(B, 0, dtype=torch.long, device=device))
+    start = torch.full((B,), bos, dtype=torch.long, device=device)
+    results = shared_beam_search(decoding.step, start, state, beams, int(limits.max()), eos_id=eos,
+                                 length_penalty=length_penalty, early_stopping=True,
+                                 reorder=decoding.reorder)
+    return [_strip(hyps[0].tokens, eos) for hyps in results]
 
 
 def _strip(ids: list[int], eos: int) -> list[int]:
