@@ -23,6 +23,15 @@ from lmforge.train.checkpoint import CheckpointError, save_weights
 CYCLE = "🐍é!"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: thread start-up costs more than the maths (and CI machines are shared)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def emoji_run(tmp_path_factory):
     tok = train_tokenizer("bpe", ["hello world, a small text"] * 5, vocab_size=300)
