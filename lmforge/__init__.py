@@ -30,8 +30,10 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     # imported on first use so that `import lmforge` (and the CLI's --help) stays fast
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name == "generate":  # the decoding package: lmforge.generate.generate_ids(...), ...
+        return importlib.import_module("lmforge.generate")
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
