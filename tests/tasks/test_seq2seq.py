@@ -221,3 +221,29 @@ def test_extractive_learns_the_key_sentence(tmp_path):
     lead1 = rouge(lead([r["source"] for r in val]), [[r["target"]] for r in val])
     assert result["rouge2"] == pytest.approx(100.0) and lead1["rouge2"] < 60
     assert load_extractive(run).summarize(val[0]["source"]) == val[0]["target"]
+
+
+def test_decoder_init_from_a_gpt_run(tmp_path):
+    # a GPT "run" made by hand: model_config.json, tokenizer.json, model.safetensors
+    from lmforge.config import ModelConfig
+    from lmforge.models.build import build_model
+    from lmforge.tokenizers import train_tokenizer
+    from lmforge.train.checkpoint import save_weights
+
+    data = make_pairs(tmp_path / "data", (("train", 200), ("val", 10)))
+    tok = train_tokenizer("word", [" ".join(WORDS), " ".join(WORDS).upper()], vocab_size=100)
+    gpt_cfg = ModelConfig(arch="gpt", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4,
+                          max_len=16)
+    gpt = build_model(gpt_cfg)
+    gpt_dir = tmp_path / "gpt"
+    gpt_dir.mkdir()
+    (gpt_dir / "model_config.json").write_text(gpt_cfg.to_json())
+    tok.save(gpt_dir / "tokenizer.json")
+    save_weights(gpt, gpt_dir / "model.safetensors")
+    run = finetune(task="translate", data=data, src="xx", tgt="yy", out=tmp_path / "run",
+                   decoder_init=gpt_dir, log=lambda *a: None,
+                   overrides=TINY + ["train.max_steps=1", "train.lr=1e-9", "train.warmup_steps=1"])
+    model = load_seq2seq(run, weights="last", device="cpu").model
+    assert model.config.d_model == 32 and len(model.blocks) == 2
+    torch.testing.assert_close(model.blocks[1].mlp.fc.weight, gpt.backbone.blocks[1].mlp.fc.weight,
+                               atol=1e-6, rtol=1e-4)
