@@ -5,7 +5,7 @@ Each word is represented with its context: a left context c_l(w_i) summarising w
 one), and its own embedding e(w_i):
 
     x_i = [c_l(w_i); e(w_i); c_r(w_i)]
-    y_i = act(W x_i + b)                      position-wise projection to d_model (tanh in the paper)
+    y_i = act(W x_i + b)        position-wise projection to d_model (tanh in the paper)
 
 The classifier head then max-pools y over time (the paper's "max-pooling layer"). The causal
 variant for language modelling drops the right context: y_i = act(W [c_l(w_i); e(w_i)] + b).

@@ -14,12 +14,16 @@ definition. The state is torch's: h (L * dirs, B, H), or (h, c) for the LSTM.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
 from ..nn.recurrent import (CELLS, FUSED, FUSED_RNN_ACTIVATIONS, State, run_cells, run_fused,
                             select_state)
+
+log = logging.getLogger(__name__)
 
 
 def family_activation(config: ModelConfig, default: str) -> str:
@@ -54,6 +58,8 @@ class RecurrentBackbone(nn.Module):
         self.activation = family_activation(c, "tanh") if kind == "rnn" else ""
         if kind == "rnn" and self.activation not in FUSED_RNN_ACTIVATIONS:
             # no fused kernel for this non-linearity: the hand-written cells, unrolled
+            log.warning("rnn: activation=%s has no fused kernel; running the unrolled cells "
+                        "(slower). activation=tanh or relu use torch's fused RNN", self.activation)
             dirs = 2 if c.bidirectional else 1
             self.rnn = None
             self.cells = nn.ModuleList(

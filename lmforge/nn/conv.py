@@ -27,7 +27,8 @@ def receptive_field(kernel_size: int, dilations: list[int]) -> int:
     return 1 + sum((kernel_size - 1) * d for d in dilations)
 
 
-def last_window(padded: torch.Tensor, size: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def last_window(padded: torch.Tensor, size: int,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
     """The `size` positions of `padded` (B, size + T, C) that end at each row's last real token.
 
     Without `lengths` that is simply the last `size` positions. Row b with length L ends at

@@ -270,8 +270,9 @@ def cells_like(rnn: nn.RNNBase) -> nn.ModuleList:
             kwargs = {"activation": rnn.nonlinearity} if kind == "rnn" else {}
             cell = CELLS[kind](in_size, rnn.hidden_size, rnn.bias, **kwargs)
             suffix = f"_l{layer}" + ("_reverse" if d else "")
+            names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
             with torch.no_grad():
-                for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ()):
+                for name in names:
                     getattr(cell, name).copy_(getattr(rnn, name + suffix))
             cells.append(cell.to(getattr(rnn, "weight_ih_l0").device))
     return cells

@@ -155,7 +155,8 @@ def test_cnn_receptive_field_is_exposed_and_logged(caplog):
         backbone = build_backbone(tiny("cnn", n_layers=3, kernel_size=3))
     assert backbone.receptive_field == 15 and backbone.dilations == [1, 2, 4]
     assert "receptive field 15" in caplog.text
-    assert build_backbone(tiny("cnn", n_layers=2, kernel_size=2, dilations=[1, 3])).receptive_field == 5
+    two = build_backbone(tiny("cnn", n_layers=2, kernel_size=2, dilations=[1, 3]))
+    assert two.receptive_field == 5
     with pytest.raises(ConfigError, match="dilations"):
         build_backbone(tiny("cnn", n_layers=3, dilations=[1, 2]))
     # the receptive field is exact: the output at t moves with token t - rf + 1, not t - rf
