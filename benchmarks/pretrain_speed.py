@@ -160,8 +160,10 @@ def main() -> int:
         configs = [("fp32", False)]
         if not args.no_bf16:
             configs.append(("bf16", False))
-        if args.compile:
+        if args.compile:  # compile time falls in the untimed warm-up steps
             configs.append(("fp32", True))
+            if not args.no_bf16:
+                configs.append(("bf16", True))
         for precision, compile_ in configs:
             times, val, _ = lmforge_run(precision, args.steps + args.warmup, args.quality, compile_,
                                         Path(tmp))

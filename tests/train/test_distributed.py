@@ -150,6 +150,34 @@ def test_fsdp_trains_like_one_process_and_resumes(runs, single):
     torch.testing.assert_close(flat_params(model), flat_params(single.model), atol=1e-5, rtol=0)
 
 
+def test_torchrun_pretrain_cli_matches_one_process(runs):
+    """`torchrun -m lmforge pretrain`: rank 0 trains the tokenizer and fills the token cache,
+    prints the global batch, writes the run; the curve equals one process with batch x 2."""
+    from lmforge.pretrain import pretrain
+
+    args = ["--data", str(runs / "corpus.txt"), "model.d_model=32", "model.n_layers=1",
+            "model.n_heads=2", "model.max_len=16", "model.dropout=0.0", "train.max_steps=4",
+            "train.eval_every=4", "train.log_every=1", "train.eval_batches=2",
+            "train.sample_tokens=8", "train.progress=false", "train.threads=1",
+            f"data.cache_dir={runs / 'cli-cache'}", "tokenizer.kind=char"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LMFORGE_CACHE": str(runs / "lmforge-cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+           "-m", "lmforge", "pretrain", "--out", str(runs / "cli"), *args, "train.batch_size=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("x world 2 x context 16") == 1  # printed once, by rank 0
+    assert {"config.yaml", "tokenizer.json", "model.safetensors", "samples.txt"} <= \
+        {p.name for p in (runs / "cli").iterdir()}
+    one = load_config(None, [a for a in args if "=" in a] + [f"data.path={runs / 'corpus.txt'}",
+                                                             "train.batch_size=4",
+                                                             f"out={runs / 'cli-one'}"])
+    pretrain(one, log=lambda *a: None)
+    a, b = train_losses(runs / "cli"), train_losses(runs / "cli-one")
+    assert sorted(a) == list(range(1, 5))
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+
+
 def test_fsdp_names_what_cannot_run():
     cfg = load_config(None, ["train.optimizer=lbfgs"]).train
     assert "cannot shard train.optimizer=lbfgs" in distributed.fsdp_problem(torch.device("cpu"), cfg)
