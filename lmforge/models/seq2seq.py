@@ -23,7 +23,7 @@ decoder with Bahdanau or Luong attention; "rnn" uses `config.cell`). Options in
 `config.extra`, all optional:
 
     enc_layers, dec_layers   depth of each side (0 = n_layers)
-    src_vocab_size           0 = one joint vocabulary (vocab_size) for source and target
+    src_vocab_size           source vocabulary of separate tokenizers; 0 = one joint vocabulary
     share_embeddings         one embedding table for source and target (joint vocabulary only)
     max_src_len              longest source in tokens (0 = max_len); max_len bounds the target
     label_smoothing          epsilon of the training loss (Szegedy et al. 2016), e.g. 0.1
@@ -296,11 +296,11 @@ class TransformerSeq2Seq(nn.Module):
 
 def _embeddings(c: ModelConfig, width: int) -> tuple[nn.Embedding, nn.Embedding]:
     """Source and target embeddings: one table when the vocabulary is joint and shared."""
-    src_vocab = extra(c, "src_vocab_size", 0) or c.vocab_size
+    src_vocab = extra(c, "src_vocab_size", 0)  # 0: the joint vocabulary
     tgt = nn.Embedding(c.vocab_size, width)
-    if extra(c, "share_embeddings", True) and src_vocab == c.vocab_size:
+    if extra(c, "share_embeddings", True) and not src_vocab:
         return tgt, tgt
-    return nn.Embedding(src_vocab, width), tgt
+    return nn.Embedding(src_vocab or c.vocab_size, width), tgt
 
 
 # --------------------------------------------------------------------------- recurrent
@@ -509,9 +509,9 @@ def build_seq2seq(config: ModelConfig) -> nn.Module:
     if config.vocab_size <= 0:
         raise ConfigError("model.vocab_size must be set (it is normally taken from the tokenizer)")
     copy = bool(extra(config, "copy", False))
-    if copy and (extra(config, "src_vocab_size", 0) or config.vocab_size) != config.vocab_size:
+    if copy and extra(config, "src_vocab_size", 0):
         raise ConfigError("model.extra.copy=true needs one joint source/target vocabulary "
-                          "(model.extra.src_vocab_size must be 0 or equal model.vocab_size)")
+                          "(model.extra.src_vocab_size must be 0)")
     if config.arch == "transformer":
         return TransformerSeq2Seq(config)
     if config.arch in RECURRENT:

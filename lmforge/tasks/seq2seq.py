@@ -377,8 +377,7 @@ def _run_tokenizers(run_dir: Path) -> tuple[Any, Any]:
         raise ConfigError(f"{run_dir}: the target tokenizer {TOKENIZER} is missing from the run")
     tgt = load_tokenizer(run_dir / TOKENIZER)
     extra = read_model_config(run_dir).extra
-    if extra.get("src_vocab_size", 0) and extra["src_vocab_size"] != 0 and \
-            not (run_dir / SOURCE_TOKENIZER).is_file():
+    if extra.get("src_vocab_size", 0) and not (run_dir / SOURCE_TOKENIZER).is_file():
         raise ConfigError(f"{run_dir}: the run has separate vocabularies but its source tokenizer "
                           f"{SOURCE_TOKENIZER} is missing")
     src = load_tokenizer(run_dir / SOURCE_TOKENIZER) if (run_dir / SOURCE_TOKENIZER).is_file() else tgt

@@ -247,3 +247,17 @@ def test_decoder_init_from_a_gpt_run(tmp_path):
     assert model.config.d_model == 32 and len(model.blocks) == 2
     torch.testing.assert_close(model.blocks[1].mlp.fc.weight, gpt.backbone.blocks[1].mlp.fc.weight,
                                atol=1e-6, rtol=1e-4)
+
+
+def test_separate_vocabularies(tmp_path):
+    data = make_pairs(tmp_path / "data", (("train", 100), ("val", 10)))
+    run = finetune(task="translate", data=data, src="xx", tgt="yy", out=tmp_path / "run",
+                   log=lambda *a: None, overrides=TINY + ["task.joint_vocab=false", "train.max_steps=2"])
+    assert (run / "source_tokenizer.json").is_file()
+    loaded = load_seq2seq(run, device="cpu")
+    assert loaded.src_tokenizer is not loaded.tokenizer
+    assert loaded.model.src_embed is not loaded.model.tgt_embed
+    assert isinstance(loaded.generate("red cat", beams=2), str)
+    (run / "source_tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match="source tokenizer source_tokenizer.json is missing"):
+        load_seq2seq(run)
