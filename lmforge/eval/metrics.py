@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ def classification_report(
 
     tp = np.diag(confusion).astype(np.float64)  # (k,)
     predicted = confusion.sum(axis=0).astype(np.float64)  # column sums
-    support = np.array([sum(1 for t in y_true if t == label) for label in labels], dtype=np.int64)
+    seen = Counter(y_true)
+    support = np.array([seen[label] for label in labels], dtype=np.int64)  # includes rows predicted outside `labels`
     precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support.astype(np.float64))
     f1 = _safe_div(2 * precision * recall, precision + recall)

@@ -1,6 +1,6 @@
-"""plot_metrics_csv: the right files, robust to empty and half-written metrics.csv, fast."""
+"""plot_metrics_csv: the right files, robust to empty and half-written metrics.csv."""
 
-import time
+import pytest
 
 from lmforge.eval import plot_metrics_csv
 
@@ -24,16 +24,13 @@ def _is_png(path):
 def test_writes_loss_and_val_metric_plots(tmp_path):
     csv_path = tmp_path / "metrics.csv"
     _write_csv(csv_path)
-    plot_metrics_csv(csv_path, tmp_path / "plots")  # warm-up: first call imports matplotlib
-    t0 = time.perf_counter()
-    written = plot_metrics_csv(csv_path, tmp_path / "plots")
-    elapsed = time.perf_counter() - t0
+    plot_metrics_csv(csv_path, tmp_path / "plots")
+    written = plot_metrics_csv(csv_path, tmp_path / "plots")  # a second call replaces the files
     names = sorted(p.name for p in written)
     # lr / tokens_per_s only appear on train rows; elapsed_s is bookkeeping
     assert names == ["accuracy.png", "loss.png", "val_ppl.png"]
     assert all(_is_png(p) for p in written)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == names  # no temp files left
-    assert elapsed < 1.0, elapsed  # < 0.3 s on an idle core; slack for a shared CI machine
 
 
 def test_empty_header_only_and_partial_files(tmp_path):
@@ -51,7 +48,5 @@ def test_empty_header_only_and_partial_files(tmp_path):
 
 
 def test_missing_file_names_it(tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="nope.csv"):
         plot_metrics_csv(tmp_path / "nope.csv", tmp_path)

@@ -1,0 +1,1 @@
+"""Conversion of pretrained resources: GloVe word vectors (glove.py, vectors.py)."""
