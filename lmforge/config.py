@@ -22,6 +22,10 @@ import yaml
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu")  # gelu_tanh: GPT-2's gelu_new
 
 
+# default `model.activation` per architecture (tanh keeps torch's fused RNN kernel)
+FAMILY_ACTIVATIONS = {"rnn": "tanh", "rcnn": "tanh", "mlp": "tanh"}
+
+
 class ConfigError(ValueError):
     """A bad config value or key; the message names it."""
 
@@ -39,7 +43,7 @@ class ModelConfig:
     d_ff: int = 0  # 0 = 4 * d_model
     max_len: int = 64  # context length (tokens)
     dropout: float = 0.0
-    activation: str = "gelu"
+    activation: str = ""  # "" = the family's default: tanh for rnn/rcnn/mlp, gelu otherwise
     norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2 1e-5, BERT 1e-12)
     pad_id: int = 0
     bias: bool = True
@@ -57,6 +61,10 @@ class ModelConfig:
     pooling: str = "last"  # last | mean | max | cls
     # freeform per-family extras (kept JSON-serialisable)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.activation:  # the textbook non-linearity of each family
+            self.activation = FAMILY_ACTIVATIONS.get(self.arch, "gelu")
 
     @property
     def ff_width(self) -> int:

@@ -8,8 +8,13 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _deterministic():
+    # one thread: the tests' models are tiny, and thread hand-offs cost more than they save
+    # (and oversubscribe CI's two cores when several processes run)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

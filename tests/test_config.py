@@ -57,3 +57,9 @@ def test_every_recipe_loads_and_builds(path):
     if cfg.model.head in ("causal_lm", "masked_lm", "classifier"):
         model = build_model(cfg.model)
         assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_activation_defaults_to_the_family_textbook_choice():
+    assert load_config(None, ["model.arch=rnn"]).model.activation == "tanh"
+    assert load_config(None, ["model.arch=gpt"]).model.activation == "gelu"
+    assert load_config(None, ["model.arch=rnn", "model.activation=relu"]).model.activation == "relu"
