@@ -171,11 +171,13 @@ def run_probe(args: argparse.Namespace, device: torch.device) -> dict:
         "gd": (lambda p: torch.optim.SGD(p, lr=lr_gd), first_order),
         "sgd+momentum": (lambda p: torch.optim.SGD(p, lr=lr_gd, momentum=0.9), first_order),
         "adam": (lambda p: torch.optim.Adam(p, lr=args.probe_adam_lr), first_order),
-        "lbfgs": (lambda p: torch.optim.LBFGS(p, lr=1.0, max_iter=1, history_size=20,
+        # max_eval: current torch (PR #161488) caps the strong-Wolfe search at max_eval - 1 evaluations and
+        # max_eval defaults to max_iter * 5 // 4 = 1, which leaves no line search at all
+        "lbfgs": (lambda p: torch.optim.LBFGS(p, lr=1.0, max_iter=1, max_eval=25, history_size=20,
                                               line_search_fn="strong_wolfe"),
-                  max(5, int(100 * scale))),
-        "newton": (lambda p: Newton(p, max_params=x_tr.shape[1] + 1), 12),
-        "newton_cg": (lambda p: NewtonCG(p, damping=1e-3, max_cg_iters=50, cg_tol=1e-8), 25),
+                  max(5, int(200 * scale))),
+        "newton": (lambda p: Newton(p, max_params=x_tr.shape[1] + 1), 8),
+        "newton_cg": (lambda p: NewtonCG(p, max_cg_iters=50, cg_tol=1e-8), 15),
     }
     results = {}
     for name, (make, steps) in runs.items():
@@ -281,6 +283,8 @@ def run_lm(args: argparse.Namespace, device: torch.device) -> dict:
     }
     results = {}
     for name, (make, batch_size, clip) in runs.items():
+        if name not in args.lm_optimizers.split(","):
+            continue
         torch.manual_seed(0)
         model = CharLM(len(data.chars), args.width, args.layers).to(device)
         opt = make(list(model.parameters()))
@@ -391,12 +395,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--layers", type=int, default=1)
     g.add_argument("--context", type=int, default=64)
     g.add_argument("--batch", type=int, default=32, help="batch of adam and sgd")
-    g.add_argument("--hf-batch", type=int, default=256, help="batch of newton_cg")
+    g.add_argument("--hf-batch", type=int, default=128, help="batch of newton_cg")
     g.add_argument("--curvature-fraction", type=float, default=0.25,
                    help="newton_cg: Gauss-Newton curvature on this fraction of its batch")
-    g.add_argument("--cg-iters", type=int, default=20)
+    g.add_argument("--cg-iters", type=int, default=10, help="newton_cg: CG iterations per step")
     g.add_argument("--adam-lr", type=float, default=3e-3)
     g.add_argument("--sgd-lr", type=float, default=0.5)
+    g.add_argument("--lm-optimizers", default="adam,sgd+momentum,newton_cg",
+                   help="comma-separated subset to run")
     g.add_argument("--evals", type=int, default=10, help="dev evaluations per run")
     g.add_argument("--eval-batches", type=int, default=8)
     args = p.parse_args(argv)

@@ -156,7 +156,8 @@ class GaussNewton:
     J v comes either from the double-vjp trick (exact; needs double backward through the
     model: `jvp="exact"`) or from a central difference of the outputs (`jvp="fd"`, needs
     `outputs_at()` returning the outputs at the current parameters). H_L w differentiates only
-    the loss-of-logits part twice, and Jᵀ w is one ordinary backward pass.
+    the loss-of-logits part twice, and Jᵀ w is one ordinary backward pass. Terms of the loss
+    that do not flow through the outputs (a weight penalty) are not part of G.
     """
 
     def __init__(self, loss: torch.Tensor, outputs: torch.Tensor, params: Sequence[torch.Tensor],
@@ -199,7 +200,9 @@ class GaussNewton:
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         jv = self.jacobian_vector(v)  # like outputs, e.g. (B, T, V)
         (hjv,) = torch.autograd.grad(self.loss_grad, self.outputs, grad_outputs=jv.to(
-            self.outputs.dtype), retain_graph=True)  # H_L J v
+            self.outputs.dtype), retain_graph=True, allow_unused=True)  # H_L J v
+        if hjv is None:  # a loss linear in the outputs has H_L = 0
+            hjv = torch.zeros_like(self.outputs)
         jt = torch.autograd.grad(self.outputs, self.params, grad_outputs=hjv, retain_graph=True,
                                  allow_unused=True)  # Jᵀ H_L J v
         return flatten([torch.zeros_like(p) if g is None else g for p, g in zip(self.params, jt)])
