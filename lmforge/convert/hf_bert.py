@@ -45,6 +45,7 @@ HEAD_MAP = {
     "cls.predictions.bias": "decoder.bias",
 }
 OPTIONAL = ("bert.pooler.", "cls.predictions.")  # may be absent: start fresh
+OPTIONAL_OURS = ("backbone.pooler.", "transform.", "norm.", "decoder.")  # the same, lmforge names
 # task heads lmforge does not import (next-sentence prediction, HF fine-tuned heads):
 # fine-tune a fresh lmforge head instead
 DROPPED = ("cls.seq_relationship.", "classifier.", "qa_outputs.")

@@ -28,6 +28,7 @@ TRANSPOSED = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "ml
 LAYER_MAP = {"ln_1": "ln1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj",
              "ln_2": "ln2", "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}
 OPTIONAL: tuple[str, ...] = ()  # every GPT-2 tensor must be in the checkpoint
+OPTIONAL_OURS: tuple[str, ...] = ()
 # GPT2Config defaults, used for keys an older config.json leaves out
 DEFAULTS = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
             "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": 0.1,

@@ -182,14 +182,14 @@ def check_tensors(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor
     return missing
 
 
-def load_exact(model: nn.Module, state: dict[str, torch.Tensor], keep: list[str]) -> None:
-    """Load converted weights; every model tensor must be covered unless listed in `keep`
-    (left at its fresh initialisation) or tied to a loaded one."""
+def load_exact(model: nn.Module, state: dict[str, torch.Tensor], may_stay_fresh: tuple[str, ...]) -> None:
+    """Load converted weights; every model tensor must be covered unless tied to a loaded one
+    or under a `may_stay_fresh` prefix (an optional part the checkpoint lacked)."""
     own = model.state_dict()
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected, f"converter produced unknown names {unexpected[:3]}"
     ptrs = {own[n].data_ptr() for n in state}
-    left = [n for n in missing if n not in keep and own[n].data_ptr() not in ptrs]
+    left = [n for n in missing if not n.startswith(may_stay_fresh) and own[n].data_ptr() not in ptrs]
     assert not left, f"converter left tensors unset: {left[:3]}"
 
 
@@ -215,13 +215,15 @@ def write_run(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer: Any,
     model.safetensors (and source.json saying where it came from)."""
     tokenizer.save(out / TOKENIZER)
     save_weights(model, out / WEIGHTS, metadata={"converted_from": str(source.get("path", ""))})
-    atomic_write_text(out / MODEL_CONFIG, cfg.to_json())
     # the tokenizer is fixed by the checkpoint: further training on new text reuses it
     run_cfg = Config(model=cfg, tokenizer=TokenizerConfig(kind="bpe" if cfg.arch == "gpt" else
                                                           "wordpiece", path=str(out / TOKENIZER)),
                      out=str(out))
     save_config(run_cfg, out / CONFIG)
     atomic_write_text(out / SOURCE, json.dumps(source, indent=2))
+    # written last: a conversion that failed half-way leaves no model_config.json, so it is
+    # neither loadable as a run nor refused as "already holds a run" when retried
+    atomic_write_text(out / MODEL_CONFIG, cfg.to_json())
     return out
 
 
@@ -249,9 +251,7 @@ def import_folder(folder: str | Path, family: Any) -> tuple[nn.Module, Any, Mode
     model = build_model(cfg)
     expected = family.to_hf_state(model.state_dict(), cfg)
     fresh = check_tensors(state, expected, weights_path, family.OPTIONAL)
-    converted = family.from_hf_state(state, cfg)
-    keep = [n for n in model.state_dict() if n not in converted]
-    load_exact(model, converted, keep)
+    load_exact(model, family.from_hf_state(state, cfg), family.OPTIONAL_OURS if fresh else ())
     model.eval()
     info = {"format": "huggingface", "family": family.FAMILY, "path": str(folder.resolve()),
             "weights": weights_path.name, "architectures": hf_config.get("architectures"),
