@@ -171,8 +171,8 @@ def run_probe(args: argparse.Namespace, device: torch.device) -> dict:
         "gd": (lambda p: torch.optim.SGD(p, lr=lr_gd), first_order),
         "sgd+momentum": (lambda p: torch.optim.SGD(p, lr=lr_gd, momentum=0.9), first_order),
         "adam": (lambda p: torch.optim.Adam(p, lr=args.probe_adam_lr), first_order),
-        # max_eval: current torch (PR #161488) caps the strong-Wolfe search at max_eval - 1 evaluations and
-        # max_eval defaults to max_iter * 5 // 4 = 1, which leaves no line search at all
+        # max_eval: current torch (PR #161488) caps the strong-Wolfe search at max_eval - 1
+        # evaluations, and max_eval defaults to max_iter * 5 // 4 = 1: no line search at all
         "lbfgs": (lambda p: torch.optim.LBFGS(p, lr=1.0, max_iter=1, max_eval=25, history_size=20,
                                               line_search_fn="strong_wolfe"),
                   max(5, int(200 * scale))),
@@ -211,7 +211,9 @@ def run_probe(args: argparse.Namespace, device: torch.device) -> dict:
     print(f"{'optimizer':<14}{'steps':>6}{'time s':>9}{'train loss':>13}{'f - f*':>10}"
           f"{'dev loss':>10}{'train acc':>10}{'dev acc':>9}{'to 1e-6: steps':>16}{'s':>8}")
     for name, r in results.items():
-        steps_to, time_to = (str(r["to_1e6"][0]), f"{r['to_1e6'][1]:.3f}") if r["to_1e6"] else ("-", "-")
+        steps_to, time_to = ("-", "-")
+        if r["to_1e6"]:
+            steps_to, time_to = str(r["to_1e6"][0]), f"{r['to_1e6'][1]:.3f}"
         print(f"{name:<14}{r['steps']:>6}{r['time']:>9.3f}{r['train_loss']:>13.8f}"
               f"{max(r['gap'], 0):>10.1e}{r['dev_loss']:>10.4f}{r['train_acc']:>10.3f}"
               f"{r['dev_acc']:>9.3f}{steps_to:>16}{time_to:>8}")

@@ -456,7 +456,7 @@ class NewtonCG(torch.optim.Optimizer):
     def _preconditioner(self, params: list[torch.Tensor], g: torch.Tensor,
                         product: Callable[[torch.Tensor], torch.Tensor],
                         damping: float) -> torch.Tensor | None:
-        """Diagonal M = (v + λ)^ξ, v a running mean of a diagonal estimate (Martens 2010, sec. 4.7)."""
+        """Diagonal M = (v + λ)^ξ, v a running mean of a diagonal estimate (Martens, sec. 4.7)."""
         kind = self.options["preconditioner"]
         if kind is None:
             return None
