@@ -44,7 +44,7 @@ from . import distributed
 from . import mfu as mfu_lib
 from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
                          save_weights)
-from .optim import build_optimizer
+from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
 from .schedule import lr_at
 
 
@@ -139,6 +139,9 @@ class Trainer:
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError(f"train.precision=fp16 needs a CUDA device (a gradient scaler); "
                               f"this run is on {self.device.type}, use bf16")
+        if cfg.precision == "fp16" and cfg.optimizer in LINE_SEARCH_OPTIMIZERS:
+            raise ConfigError(f"train.optimizer={cfg.optimizer} re-evaluates the loss itself and "
+                              "cannot use fp16 loss scaling; use train.precision=bf16 or fp32")
         self.model = task.model
         # counted before wrapping: FSDP turns parameters into shards
         self.flops_per_unit = getattr(task, "flops_per_unit", None) or mfu_lib.flops_per_token(self.model)
@@ -224,6 +227,8 @@ class Trainer:
 
     def _set_lr(self) -> float:
         cfg = self.cfg
+        if cfg.optimizer in LINE_SEARCH_OPTIMIZERS:
+            return cfg.lr  # lr is the line search's first trial step: no warmup or decay
         decay = cfg.decay_steps or cfg.max_steps
         scale = lr_at(self.step, 1.0, cfg.min_lr / cfg.lr if cfg.lr else 0.0,
                       cfg.warmup_steps, decay, cfg.schedule)

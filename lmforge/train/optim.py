@@ -20,6 +20,9 @@ from torch import nn
 
 from ..config import ConfigError, TrainConfig
 
+# methods whose step length comes from a line search: the lr schedule does not apply to them
+LINE_SEARCH_OPTIMIZERS = ("lbfgs", "newton", "newton_cg")
+
 OPTIMIZERS = ("gd", "sgd", "rmsprop", "adagrad", "adam", "adamw", "lbfgs", "newton", "newton_cg")
 
 
@@ -67,7 +70,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig,
         groups = param_groups(model, cfg.weight_decay if name == "adamw" else 0.0)
         return cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **extra)
     if name == "lbfgs":
-        options = {"history_size": 20, "max_iter": 1, "line_search_fn": "strong_wolfe"}
+        # max_eval: torch derives it from max_iter (1 -> no room for a line search at all)
+        options = {"history_size": 20, "max_iter": 1, "max_eval": 25, "line_search_fn": "strong_wolfe"}
         options.update(cfg.lbfgs)
         return torch.optim.LBFGS(params, lr=cfg.lr, **options)
     if name in ("newton", "newton_cg"):
