@@ -161,7 +161,7 @@ class Trainer:
         if state is not None:
             resume_step = self._resume(state)
         # matmul peak of one device, measured once and cached on disk (train/mfu.py)
-        self.peak = mfu_lib.matmul_peak(self.device, cfg.precision) if self.is_main else 0.0
+        self.peak = _device_peak(self.device, cfg.precision) if self.is_main else 0.0
         self._fsdp_hook_noted = False
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", task.metric_names, resume_step) \
             if self.is_main else None
@@ -337,7 +337,7 @@ class Trainer:
                     pending, tokens_since, t_log = [], 0, now
                     if self.metrics is not None:
                         util = mfu_lib.mfu(rate, self.flops_per_unit, self.peak * self.dist.world_size) \
-                            if self.peak > 0 else float("nan")
+                            if self.peak > 0 else ""
                         self.metrics.append({"step": self.step, "split": "train", "loss": mean_loss,
                                              "lr": lr, "tokens_per_s": rate, "mfu": util,
                                              "elapsed_s": self.elapsed})
@@ -431,6 +431,15 @@ class Trainer:
                      f"{self.cfg.patience} evaluations (best {self.task.monitor[0]} {self.best:.4f})")
             return {**metrics, "stop": True}
         return metrics
+
+
+def _device_peak(device: torch.device, precision: str) -> float:
+    """The matmul peak for the mfu column; 0 (mfu left empty) where it cannot be measured."""
+    try:
+        return mfu_lib.matmul_peak(device, precision)
+    except Exception as err:  # e.g. a dtype this device has no matmul for: train anyway
+        print(f"warning: no matmul peak for {device} {precision} ({err}); mfu left empty")
+        return 0.0
 
 
 def _progress(enabled: bool, start: int, total: int):
