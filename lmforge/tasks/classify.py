@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import shutil
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -578,10 +579,11 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
     # final scores with the best weights
     if (run_dir / BEST_WEIGHTS).is_file():
         load_weights(model, run_dir / BEST_WEIGHTS)
+    epochs_done = trainer.step * tcfg.grad_accum / steps_per_epoch
     summary: dict[str, Any] = {
-        "steps": trainer.step, "epochs": trainer.step * tcfg.grad_accum / steps_per_epoch,
-        "train_seconds": trainer.elapsed, "wall_seconds": wall,
-        "samples_per_s": trainer.step * tcfg.grad_accum * tcfg.batch_size / max(trainer.elapsed, 1e-9),
+        "steps": trainer.step, "epochs": epochs_done, "train_seconds": trainer.elapsed,
+        "wall_seconds": wall,  # this call only (a resumed run's earlier part not included)
+        "samples_per_s": epochs_done * train_b.n_examples / max(trainer.elapsed, 1e-9),
     }
     for name, split in (("dev", dev), ("test", test)):
         if split is None:
@@ -646,7 +648,7 @@ def finetune_cli(argv: list[str]) -> int:
     p.add_argument("--no-merge", action="store_true", help="LoRA: do not write RUN/merged")
     p.add_argument("--vectors", help="GloVe/word2vec text vectors for the embedding")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value overrides may sit between options
     options: dict[str, Any] = {}
     for key in ("dev", "test", "text_field", "label_field", "max_len", "epochs", "mode", "vectors"):
         if getattr(args, key) is not None:
@@ -664,8 +666,12 @@ def finetune_cli(argv: list[str]) -> int:
         options.setdefault("mode", "lora")
     if not args.resume and not args.data:
         p.error("--data is required (or --resume RUN)")
-    finetune(args.data, config=args.config, base=args.base, out=args.out,
-             overrides=args.overrides, resume=args.resume, **options)
+    with warnings.catch_warnings():
+        # one line per warning on the command line, not Python's file:line + source echo
+        warnings.showwarning = lambda message, *a, **k: print(f"lmforge: warning: {message}",
+                                                             file=sys.stderr)
+        finetune(args.data, config=args.config, base=args.base, out=args.out,
+                 overrides=args.overrides, resume=args.resume, **options)
     return 0
 
 
@@ -699,11 +705,9 @@ def predict_cli(argv: list[str]) -> int:
     p.add_argument("--file", help="classify each line of this file (- = stdin)")
     p.add_argument("--json", action="store_true", help="one JSON object per text, all probabilities")
     p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # texts and options in any order
     texts = list(args.texts)
     if args.file:
-        import sys
-
         lines = sys.stdin.read().splitlines() if args.file == "-" else \
             Path(args.file).read_text(encoding="utf-8").splitlines()
         texts += [line for line in lines if line.strip()]
