@@ -204,6 +204,7 @@ def maybe_no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextMan
     """Skip the gradient all-reduce on accumulation micro-steps (all but the last)."""
     if sync:
         return contextlib.nullcontext()
+    model = getattr(model, "_orig_mod", model)  # under torch.compile: the module it wraps
     if isinstance(model, nn.parallel.DistributedDataParallel):
         return model.no_sync()
     if is_fsdp(model):
