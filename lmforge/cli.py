@@ -49,7 +49,12 @@ def pretrain_cli(argv: list[str]) -> int:
         if args.out:
             overrides.append(f"out={args.out}")
         cfg = load_config(args.config, overrides)
-    pretrain(cfg, resume=bool(args.resume))
+    from .train import distributed
+
+    try:
+        pretrain(cfg, resume=bool(args.resume))
+    finally:
+        distributed.cleanup()
     return 0
 
 
