@@ -361,6 +361,9 @@ def finetune(config: Config, resume: bool = False, log: Callable[[str], Any] = p
     tokenizer, base_state = _tokenizer_and_base(cfg, opts, train_split, run_dir, resume, log)
     cfg.model.vocab_size = tokenizer.vocab_size
     cfg.model.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    if base_state is not None:  # a pretrained encoder keeps its position table
+        opts.sentence_len = min(opts.sentence_len, cfg.model.max_len)
+        cfg.task = dataclasses.asdict(opts)
     cfg.model.max_len = max(cfg.model.max_len, opts.sentence_len)
     cfg.model.extra["max_sentences"] = opts.max_sentences
     t0 = time.perf_counter()

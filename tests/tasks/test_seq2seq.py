@@ -261,3 +261,31 @@ def test_separate_vocabularies(tmp_path):
     (run / "source_tokenizer.json").unlink()
     with pytest.raises(ConfigError, match="source tokenizer source_tokenizer.json is missing"):
         load_seq2seq(run)
+
+
+def test_extractive_encoder_from_a_pretrained_run(tmp_path):
+    from lmforge.config import ModelConfig
+    from lmforge.models.build import build_model
+    from lmforge.tasks.extractive import load_extractive
+    from lmforge.tokenizers import train_tokenizer
+    from lmforge.train.checkpoint import save_weights
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    rows = [{"source": "Cats sleep. We propose dogs. Birds fly.", "target": "We propose dogs."}] * 20
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tok = train_tokenizer("word", [r["source"] for r in rows], vocab_size=50)
+    base_cfg = ModelConfig(arch="gru", d_model=16, n_layers=1, vocab_size=tok.vocab_size, max_len=32)
+    base = build_model(base_cfg)  # a causal LM over a GRU: weights under backbone.*
+    base_dir = tmp_path / "base"
+    base_dir.mkdir()
+    (base_dir / "model_config.json").write_text(base_cfg.to_json())
+    tok.save(base_dir / "tokenizer.json")
+    save_weights(base, base_dir / "model.safetensors")
+    run = finetune(task="summarize", data=folder, config=ROOT / "configs/summarize-extractive.yaml",
+                   out=tmp_path / "run", log=lambda *a: None,
+                   overrides=[f"task.base={base_dir}", "train.max_steps=1", "train.lr=1e-9",
+                              "train.warmup_steps=1", "train.progress=false", "train.threads=1"])
+    model = load_extractive(run, device="cpu").model
+    assert model.config.arch == "gru" and model.config.d_model == 16
+    torch.testing.assert_close(model.backbone.embed.weight, base.backbone.embed.weight, atol=1e-6, rtol=1e-4)
