@@ -48,6 +48,9 @@ from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
 from .schedule import lr_at
 
 
+PLOT_EVERY_S = 30.0  # redraw plots/*.png at most this often during training (always at the end)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left intact."""
 
@@ -157,6 +160,7 @@ class Trainer:
         self.best: float | None = None
         self.bad_evals = 0
         self.elapsed = 0.0  # training seconds, carried across resumes
+        self._last_plot = time.perf_counter()
         resume_step = None
         if state is not None:
             resume_step = self._resume(state)
@@ -425,7 +429,9 @@ class Trainer:
                 hook(self.step, self.run_dir)
         self.save()
         if self.is_main:
-            _plot(self.run_dir)
+            if time.perf_counter() - self._last_plot > PLOT_EVERY_S:  # plotting costs ~0.5 s
+                _plot(self.run_dir)
+                self._last_plot = time.perf_counter()
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:
             self.log(f"early stopping at step {self.step}: no improvement in "
                      f"{self.cfg.patience} evaluations (best {self.task.monitor[0]} {self.best:.4f})")
