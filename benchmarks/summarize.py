@@ -33,6 +33,7 @@ NAMES = ("rouge1", "rouge2", "rougeL")
 
 
 def lead_row(args: argparse.Namespace) -> dict[str, object]:
+    """Lead-1 ROUGE on the test split."""
     from lmforge.data.parallel import read_split
     from lmforge.eval.metrics import rouge
     from lmforge.tasks.extractive import lead
@@ -46,6 +47,7 @@ def lead_row(args: argparse.Namespace) -> dict[str, object]:
 
 
 def train_row(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Train one recipe and score it on the test split."""
     from lmforge.tasks.seq2seq import finetune
 
     out = Path(args.out) / name
@@ -72,11 +74,14 @@ def train_row(name: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Run the benchmark rows and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/scitldr"))
     parser.add_argument("--split", default="test")
     parser.add_argument("--models", default="lead,extractive,pointer")
-    parser.add_argument("--budget-min", type=float, default=0.0, help="training minutes per model (0 = recipe steps)")
+    parser.add_argument("--budget-min", type=float, default=0.0,
+                        help="training minutes per model (0 = the recipe's steps)")
     parser.add_argument("--max-steps", type=int, default=0, help="override the recipes' train.max_steps")
     parser.add_argument("--beams", type=int, default=None, help="pointer beam size (default: the recipe's)")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N test papers")

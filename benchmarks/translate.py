@@ -54,6 +54,7 @@ def training_summary(run_dir: Path) -> dict[str, float]:
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Calibrate, train and test one recipe; returns its row of the results table."""
     from lmforge.config import load_config
     from lmforge.tasks.seq2seq import evaluate, finetune, load_seq2seq
 
@@ -100,7 +101,9 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Run the benchmark for each model and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/multi30k"))
     parser.add_argument("--src", default="de")
     parser.add_argument("--tgt", default="en")

@@ -344,15 +344,18 @@ class PairBatches:
         return collate(self.pairs, rows, self.pad_id, self.device)
 
     def state_dict(self) -> dict[str, int]:
+        """(epoch, position, seed): enough to redraw the same batches."""
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a `state_dict`."""
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._batches = self._plan(self.epoch)
 
 
 def eval_batches(pairs: EncodedPairs, batch_size: int, pad_id: int,
-                 device: torch.device | str = "cpu", limit: int = 0) -> Iterator[tuple[np.ndarray, Seq2SeqBatch]]:
+                 device: torch.device | str = "cpu",
+                 limit: int = 0) -> Iterator[tuple[np.ndarray, Seq2SeqBatch]]:
     """Batches over the first `limit` rows (0 = all), sorted by length; yields (rows, batch)."""
     n = len(pairs) if limit <= 0 else min(limit, len(pairs))
     lengths = np.array([len(pairs.src[i]) for i in range(n)])

@@ -147,6 +147,7 @@ class EncoderBlock(nn.Module):
         self.mlp = MLP(c.d_model, c.ff_width, c.activation, c.dropout, c.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, S, D) -> (B, S, D); mask (B, S) hides source padding."""
         x = x + self.attn(self.ln1(x), mask)
         return x + self.mlp(self.ln2(x))
 
@@ -169,6 +170,7 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, memory_mask: torch.Tensor, memory_kv: tuple,
                 cache: KVCache | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D), attending over the encoder memory."""
         x = x + self.attn(self.ln1(x), None, cache)  # right padding: causal mask suffices
         x = x + self.cross(self.ln_cross(x), memory_mask=memory_mask, memory_kv=memory_kv)
         return x + self.mlp(self.ln2(x))
@@ -331,7 +333,8 @@ class Attention(nn.Module):
         """Encoder states (B, S, Dm) -> keys (B, S, Dq)."""
         return states if self.kind == "luong_dot" else self.w_k(states)
 
-    def forward(self, q: torch.Tensor, keys: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, q: torch.Tensor, keys: torch.Tensor,
+                memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries (B, T, Dq) -> attention weights (B, T, S), context (B, T, Dm)."""
         if self.kind == "bahdanau":
             scores = self.v(torch.tanh(self.w_q(q)[:, :, None] + keys[:, None])).squeeze(-1)
@@ -359,7 +362,8 @@ class RecurrentSeq2Seq(nn.Module):
     initialise the decoder directly (OpenNMT's `brnn`). Decoder, per target step t:
 
         bahdanau:  c_t = attn(s_{t-1});  s_t = RNN([y_{t-1}; c_t], s_{t-1});  o_t = tanh(W [s_t; c_t])
-        luong:     s_t = RNN([y_{t-1}; o_{t-1}] or y_{t-1}, s_{t-1});  c_t = attn(s_t);  o_t = tanh(W [s_t; c_t])
+        luong:     s_t = RNN([y_{t-1}; o_{t-1}] or y_{t-1}, s_{t-1});  c_t = attn(s_t);
+                   o_t = tanh(W [s_t; c_t])
         logits = o_t @ E_tgt^T   (o_t is d_embed wide; the output layer is the tied target embedding)
 
     Luong without input feeding runs the decoder RNN over the whole target in one fused call

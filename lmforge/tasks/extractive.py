@@ -38,7 +38,8 @@ from ..data.parallel import ParallelSplit, list_splits, read_split, split_off
 from ..eval.metrics import rouge
 from ..models.build import build_backbone, count_parameters
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config, read_run_config
-from ..train.checkpoint import BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, CheckpointError, atomic_write_text, load_weights
+from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, CheckpointError, atomic_write_text,
+                                load_weights)
 from ..train.loop import Trainer, pick_device
 
 # a sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket
@@ -90,6 +91,7 @@ class ExtractiveOptions:
 
     @classmethod
     def from_config(cls, cfg: Config) -> "ExtractiveOptions":
+        """Parse and check `cfg.task`, naming any unknown key or bad value."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in cfg.task.items():
@@ -271,7 +273,8 @@ class ExtractiveTask:
     def _plan(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
 
-    def next_batch(self):
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        """The next batch of documents (shuffled each epoch), on the device."""
         if self.position + self.batch_size > len(self._order):
             self.epoch, self.position = self.epoch + 1, 0
             self._order = self._plan(self.epoch)
@@ -279,13 +282,16 @@ class ExtractiveTask:
         self.position += self.batch_size
         return collate_documents(self.train, rows, self.pad_id, self.device)
 
-    def batch_tokens(self, batch) -> int:
+    def batch_tokens(self, batch: tuple[torch.Tensor, ...]) -> int:
+        """Real tokens in the batch."""
         return int(batch[1].sum())
 
-    def loss(self, batch, model: nn.Module | None = None) -> torch.Tensor:
+    def loss(self, batch: tuple[torch.Tensor, ...], model: nn.Module | None = None) -> torch.Tensor:
+        """Cross-entropy between the sentence softmax and the oracle distribution."""
         return (model or self.model)(*batch)[1]
 
     def evaluate(self) -> dict[str, float]:
+        """Validation loss and ROUGE-1/2/L of the selected sentences (max over references)."""
         losses, picks = [], []
         for start in range(0, len(self.val), self.batch_size):
             rows = list(range(start, min(start + self.batch_size, len(self.val))))
@@ -297,9 +303,11 @@ class ExtractiveTask:
         return {"loss": sum(losses) / len(self.val), **rouge(summaries, self.val.references)}
 
     def state_dict(self) -> dict[str, int]:
+        """The data position, for exact resume."""
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the data position."""
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self._plan(self.epoch)
 

@@ -35,12 +35,13 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, apply_overrides, config_from_dict, load_config, save_config
-from ..data.parallel import (EncodedPairs, PairBatches, ParallelSplit, encode_pairs, encode_sources,
-                             eval_batches, list_splits, read_split, split_off)
+from ..data.parallel import (EncodedPairs, PairBatches, ParallelSplit, Seq2SeqBatch, encode_pairs,
+                             encode_sources, eval_batches, list_splits, read_split, split_off)
 from ..eval.metrics import bleu, chrf, perplexity, rouge
 from ..models.build import build_model, count_parameters
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config, read_run_config
-from ..train.checkpoint import BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, CheckpointError, atomic_write_text, load_weights
+from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, CheckpointError, atomic_write_text,
+                                load_weights)
 from ..train.loop import Trainer, pick_device
 
 SOURCE_TOKENIZER = "source_tokenizer.json"  # only with separate source/target vocabularies
@@ -177,6 +178,7 @@ class _Decoding:
         self.limits, self.beams, self.t = limits, beams, 0
 
     def step(self, ids: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """Feed the chosen tokens (N, 1); return log-probs (N, V) with limits and n-gram bans applied."""
         model_state, history = state
         if self.t > 0:  # the first call feeds <bos>, which is not part of the output
             history = torch.cat([history, ids], 1)
@@ -193,6 +195,7 @@ class _Decoding:
         return logp, (model_state, history)
 
     def reorder(self, state: tuple, rows: torch.Tensor) -> tuple:
+        """Keep (and repeat) rows of the model state and of the history."""
         return self.model.reorder_state(state[0], rows), state[1].index_select(0, rows)
 
 
@@ -289,14 +292,16 @@ class Seq2SeqTask:
         self.metric_names = ["ppl"] + ([self.decode_metric] if opts.eval_decode else [])
         self.monitor = (self.decode_metric, "max") if opts.eval_decode else ("loss", "min")
 
-    def next_batch(self):
+    def next_batch(self) -> Seq2SeqBatch:
+        """The next training batch, on the device."""
         return self.train.next()
 
-    def batch_tokens(self, batch) -> int:
+    def batch_tokens(self, batch: Seq2SeqBatch) -> int:
         """Target tokens in the batch (the translated words per second of MT papers)."""
         return int((batch.tgt_out != -100).sum())
 
-    def loss(self, batch, model: nn.Module | None = None) -> torch.Tensor:
+    def loss(self, batch: Seq2SeqBatch, model: nn.Module | None = None) -> torch.Tensor:
+        """Label-smoothed cross-entropy of the batch (teacher forcing)."""
         model = model or self.model
         return model(batch.src, batch.tgt_in, batch.tgt_out, src_mask=batch.src_mask)[1]
 
@@ -324,9 +329,11 @@ class Seq2SeqTask:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
+        """The data position, for exact resume."""
         return {"train": self.train.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the data position."""
         self.train.load_state_dict(state["train"])
 
 
@@ -575,6 +582,7 @@ class Seq2SeqRun:
 
     @property
     def device(self) -> torch.device:
+        """Where the model lives."""
         return next(self.model.parameters()).device
 
     def generate(self, texts: str | Sequence[str], beams: int | None = None,

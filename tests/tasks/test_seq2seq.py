@@ -92,7 +92,8 @@ def test_scores_match_the_reference_libraries():
     r = score("summarize", hyps, refs)
     expected = sum(max(scorer.score(t, h)["rouge2"].fmeasure for t in rs) for h, rs in zip(hyps, refs)) / 2
     assert r["rouge2"] == pytest.approx(100 * expected)
-    assert score("summarize", hyps, [[h] for h in hyps]) == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
+    identical = score("summarize", hyps, [[h] for h in hyps])
+    assert identical == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
     assert score("translate", hyps, [[h] for h in hyps])["bleu"] == pytest.approx(100.0)
 
 
@@ -135,7 +136,8 @@ def test_every_seq2seq_recipe_loads_and_builds():
     from lmforge.models.build import build_model
     from lmforge.tasks.extractive import ExtractiveOptions, build_extractive
 
-    recipes = sorted((ROOT / "configs").glob("translate-*.yaml")) + sorted((ROOT / "configs").glob("summarize-*.yaml"))
+    configs = ROOT / "configs"
+    recipes = sorted(configs.glob("translate-*.yaml")) + sorted(configs.glob("summarize-*.yaml"))
     assert len(recipes) >= 4
     for path in recipes:
         cfg = load_config(path)
