@@ -2,6 +2,7 @@
 
     lmforge finetune classify --data data/sst2 --config configs/sentiment-lstm.yaml --out runs/sst-lstm
     lmforge finetune classify --base runs/s1 --data reviews.csv --text-field review --label-field stars --lora.rank 8
+    torchrun --standalone --nproc_per_node 2 -m lmforge finetune classify --data data/sst2 --out runs/sst-ddp
     lmforge evaluate runs/sst-lstm --data data/sst2/test.tsv
     lmforge predict runs/sst-lstm "a gripping, beautifully acted film" "two hours I will not get back"
 
@@ -15,6 +16,8 @@ counts epochs: it evaluates on the dev set after each one, keeps the best weight
 (best.safetensors) by dev accuracy, stops after `train.patience` epochs without
 improvement, and finally scores dev and test with the best weights into RUN/eval/.
 Every option lives in config.yaml's `task:` section (see `ClassifyOptions`).
+Under torchrun each rank trains on its slice of every global batch and rank 0 alone
+evaluates and writes (docs/scale.md, "Classification under torchrun").
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -46,7 +49,10 @@ from ..nn.lora import lora_options, mark_only_lora_and_head_trainable, merge_lor
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, Run, load_run, read_model_config
 from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, atomic_write_text,
                                 load_weights, save_weights)
+from ..train import distributed
 from ..train.loop import Trainer, pick_device
+
+T = TypeVar("T")
 
 # backbones whose positions are learned up to model.max_len: texts may not be longer
 POSITIONAL_ARCHS = ("gpt", "bert")
@@ -126,7 +132,12 @@ def parse_options(task: dict[str, Any], source: str = "config") -> ClassifyOptio
 class ClassificationTask:
     """Shuffled, length-bucketed training batches; full-pass dev evaluation each epoch.
 
-    `batch_tokens` counts examples, so the trainer's throughput column is samples/s.
+    `batch_tokens` counts examples, so the trainer's throughput column (`tokens_per_s`) is
+    examples/s, and `flops_per_unit` is the training FLOPs of one example (see
+    `flops_per_example`), which keeps the mfu column a true model-FLOPs utilisation. Under
+    torchrun the training batches are each rank's slice of a global batch (`LabelledBatches`
+    with rank / world_size): their `Share` reweights the rank's mean loss so that DDP's
+    averaged gradient is the global batch's.
     """
 
     metric_names = ["accuracy", "macro_f1"]
@@ -136,16 +147,24 @@ class ClassificationTask:
     def __init__(self, model: Classifier, train: LabelledBatches, dev: LabelledBatches,
                  label_names: list[str]) -> None:
         self.model, self.train, self.dev, self.label_names = model, train, dev, label_names
+        self.flops_per_unit = flops_per_example(model, train.lengths)
 
-    def next_batch(self) -> tuple[torch.Tensor, ...]:
+    def next_batch(self) -> tuple[Any, ...]:
         return self.train.next()
 
-    def batch_tokens(self, batch: tuple[torch.Tensor, ...]) -> int:
+    def batch_tokens(self, batch: tuple[Any, ...]) -> float:
+        """Examples in this rank's part of the batch (the global batch / world size under DDP,
+        so that the trainer's count times the world size is exact for a ragged batch too)."""
+        if len(batch) > 3:
+            return batch[3].examples / self.train.world_size
         return int(batch[0].shape[0])
 
-    def loss(self, batch: tuple[torch.Tensor, ...], model: nn.Module | None = None) -> torch.Tensor:
-        ids, mask, labels = batch  # (B, T), (B, T), (B,)
-        return (model or self.model)(ids, labels, mask=mask)[1]
+    def loss(self, batch: tuple[Any, ...], model: nn.Module | None = None) -> torch.Tensor:
+        ids, mask, labels = batch[:3]  # (B, T), (B, T), (B,)
+        loss = (model or self.model)(ids, labels, mask=mask)[1]
+        if len(batch) > 3:  # a rank's slice of a global batch: its share of the global mean
+            loss = loss * batch[3].weight
+        return loss
 
     def evaluate(self) -> dict[str, float]:
         probs, loss = predict_batches(self.model, self.dev)
@@ -158,6 +177,29 @@ class ClassificationTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.train.load_state_dict(state["train"])
+
+
+def flops_per_example(model: Classifier, lengths: np.ndarray) -> float:
+    """Training FLOPs (forward + backward) of one example, averaged over texts of `lengths`.
+
+    The backbone runs once per token: each weight multiplying an activation costs 2 FLOPs
+    forward, 2 more backward when gradients flow through it (any backbone weight trains) and
+    2 more for its own gradient when it trains, so 6N in `full` mode, 4N for LoRA's frozen
+    weights, 2N in `frozen` mode; lookup-only embedding tables cost nothing (train/mfu.py's
+    rules). Attention adds 4dL per token forward (QK^T, AV) and twice that backward, over
+    the example's own length L, hence the mean of L^2. The head runs once per example, on
+    the pooled vector. Padding is not counted: compute spent on it is waste, not model FLOPs.
+    """
+    from ..train import mfu as mfu_lib
+
+    L = np.asarray(lengths, dtype=np.float64)  # (N,) tokens per example
+    skip = {id(p) for p in mfu_lib.lookup_only_embeddings(model.backbone)}
+    params = {id(p): p for p in model.backbone.parameters() if id(p) not in skip}.values()
+    through = any(p.requires_grad for p in params)  # backward runs through the backbone
+    per_token = sum(p.numel() * (2 + 2 * through + 2 * p.requires_grad) for p in params)
+    per_token_sq = sum(4 * d * (1 + 2 * through) for d, _ in mfu_lib.attention_widths(model.backbone))
+    head = sum(p.numel() * (2 + 2 * through + 2 * p.requires_grad) for p in model.head.parameters())
+    return float(per_token * L.mean() + per_token_sq * (L ** 2).mean() + head)
 
 
 @torch.no_grad()
@@ -413,7 +455,8 @@ def resolve_config(config: str | Path | Config | dict | None, task_options: dict
 # --------------------------------------------------------------------------- fine-tuning
 
 
-def _splits(opts: ClassifyOptions, seed: int, log: Callable) -> dict[str, LabelledSplit | None]:
+def _splits(opts: ClassifyOptions, seed: int, log: Callable,
+            warn: bool = True) -> dict[str, LabelledSplit | None]:
     if not opts.data:
         raise ConfigError("no training data: pass --data (a folder with train/dev/test or a file)")
     files = resolve_splits(opts.data, opts.dev or None, opts.test or None)
@@ -427,8 +470,26 @@ def _splits(opts: ClassifyOptions, seed: int, log: Callable) -> dict[str, Labell
     for name, split in splits.items():
         if split is not None and split.skipped_empty:
             log(f"{split.path}: skipped {split.skipped_empty} rows with empty text")
-    warn_if_one_class(splits["train"])
+    if warn:
+        warn_if_one_class(splits["train"])
     return splits
+
+
+def _from_rank0(fn: Callable[[], T], info: distributed.DistInfo) -> T:
+    """`fn()` run by rank 0 alone; every rank gets its result, or raises its error (so that a
+    bad --base or run directory stops the whole job instead of leaving ranks waiting)."""
+    if not info.enabled:
+        return fn()
+    result, error = None, None
+    if info.rank == 0:
+        try:
+            result = fn()
+        except Exception as err:  # re-raised below, on every rank
+            error = err
+    result, error = distributed.broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
 
 
 def finetune(data: str | Path | None = None, *, config: str | Path | Config | dict | None = None,
@@ -436,6 +497,11 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
              overrides: list[str] | None = None, resume: str | Path | None = None,
              log: Callable[[str], Any] = print, **task_options: Any) -> Path:
     """Fine-tune a text classifier; returns the run directory.
+
+    Under torchrun every rank calls this: each reads the data files, rank 0 alone prepares
+    the tokenizer, label map and base weights (broadcast to the others), logs and writes the
+    run directory; each rank trains on its slice of every global batch of
+    train.batch_size x world size examples (see `LabelledBatches`).
 
     Args:
         data: folder with train / dev (or val) / test files, or a training file.
@@ -445,6 +511,8 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         resume: continue the run in this directory (its config.yaml, plus overrides).
         task_options: any `ClassifyOptions` field, e.g. epochs=3, mode="lora", lora={"rank": 8}.
     """
+    from ..tokenizers import Tokenizer, load_tokenizer
+
     overrides = list(overrides or [])
     if data is not None:
         task_options["data"] = str(data)
@@ -452,39 +520,63 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         task_options["base"] = str(base)
     if resume:
         resume = Path(resume)
-        if not (resume / TRAINER_STATE).is_file():
-            raise ConfigError(f"--resume {resume}: no {TRAINER_STATE} there to resume from")
+        if not (resume / CONFIG).is_file():  # every rank reads config.yaml (as pretraining)
+            missing = TRAINER_STATE if not (resume / TRAINER_STATE).is_file() else CONFIG
+            raise ConfigError(f"--resume {resume}: no {missing} there to resume from")
         cfg, user_model = resolve_config(resume / CONFIG, task_options, resume, overrides)
-        cfg.model = read_model_config(resume)
     else:
         cfg, user_model = resolve_config(config, task_options, out, overrides)
     opts = parse_options(cfg.task)
     tcfg = cfg.train
     run_dir = Path(cfg.out)
-    if not resume and (run_dir / TRAINER_STATE).exists():
-        raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
-                          "or choose another --out")
+    info = distributed.setup(tcfg.device)
+    main = info.rank == 0
+    log = log if main else _quiet  # one voice under torchrun
+
+    def check_run_dir() -> ModelConfig | None:
+        if resume:
+            if not (run_dir / TRAINER_STATE).is_file():
+                raise ConfigError(f"--resume {run_dir}: no {TRAINER_STATE} there to resume from")
+            return read_model_config(run_dir)
+        if (run_dir / TRAINER_STATE).exists():
+            raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
+                              "or choose another --out")
+        return None
+
+    saved_model = _from_rank0(check_run_dir, info)  # the run directory may be rank 0's alone
+    if saved_model is not None:
+        cfg.model = saved_model
     if tcfg.threads > 0:
         torch.set_num_threads(tcfg.threads)
-    device = pick_device(tcfg.device)
+    device = distributed.device_for(info, pick_device(tcfg.device))
     base_dir = Path(opts.base) if opts.base else None
     if base_dir is not None and not resume:
-        if not base_dir.is_dir():
-            raise ConfigError(f"--base {str(base_dir)!r} is not a run folder")
-        cfg.model = base_model_config(base_dir, user_model)
+        def read_base() -> ModelConfig:
+            if not base_dir.is_dir():
+                raise ConfigError(f"--base {str(base_dir)!r} is not a run folder")
+            return base_model_config(base_dir, user_model)
 
-    splits = _splits(opts, tcfg.seed, log)
+        cfg.model = _from_rank0(read_base, info)
+
+    splits = _splits(opts, tcfg.seed, log, warn=main)  # every rank reads the data itself
     train, dev, test = splits["train"], splits["dev"], splits["test"]
-    labels = LabelMap.load(run_dir / LABELS_FILE) if resume else \
-        LabelMap.fit(train.labels, opts.labels, train.path)
-    from ..tokenizers import load_tokenizer
 
-    if resume:
-        tokenizer = load_tokenizer(run_dir / TOKENIZER)
-    elif base_dir is not None:
-        tokenizer = load_tokenizer(base_dir / TOKENIZER)
-    else:
-        tokenizer = prepare_tokenizer(cfg, train.texts, log)
+    def prepare() -> tuple[list[str], Any]:
+        """Label names and tokenizer (as JSON under torchrun): from the run, the base, or made."""
+        labels = LabelMap.load(run_dir / LABELS_FILE) if resume else \
+            LabelMap.fit(train.labels, opts.labels, train.path)
+        if resume:
+            tokenizer = load_tokenizer(run_dir / TOKENIZER)
+        elif base_dir is not None:
+            tokenizer = load_tokenizer(base_dir / TOKENIZER)
+        else:
+            tokenizer = prepare_tokenizer(cfg, train.texts, log)
+        return labels.names, tokenizer.to_json() if info.enabled else tokenizer
+
+    label_names, tokenizer = _from_rank0(prepare, info)
+    labels = LabelMap(label_names)
+    if info.enabled:
+        tokenizer = Tokenizer.from_json(tokenizer)
     max_len = opts.max_len or cfg.model.max_len
     if cfg.model.arch in POSITIONAL_ARCHS and max_len > cfg.model.max_len:
         raise ConfigError(f"task.max_len={max_len} exceeds model.max_len={cfg.model.max_len} "
@@ -522,27 +614,36 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
             extra["lora"] = lora_options(dataclasses.asdict(opts.lora))
         m.extra = extra
     cfg.task = dataclasses.asdict(opts)
+    if opts.init == "keras" and base_dir is not None and not resume:
+        raise ConfigError("task.init=keras re-initialises the model; it cannot be used with --base")
 
-    torch.manual_seed(tcfg.seed)
+    torch.manual_seed(tcfg.seed)  # the same initial weights on every rank
     backbone = build_backbone(m)
-    if not resume:
-        if opts.init == "keras":
-            if base_dir is not None:
-                raise ConfigError("task.init=keras re-initialises the model; it cannot be used with --base")
-            keras_init(backbone)
+    if not resume and opts.init == "keras":
+        keras_init(backbone)
+
+    def load_pretrained() -> list[str]:
+        """Base backbone weights and word vectors, read by rank 0 (broadcast below)."""
+        notes = []
         if base_dir is not None:
             n = load_base_backbone(backbone, base_dir)
-            log(f"loaded {n} backbone tensors from {base_dir} (its LM head is dropped)")
+            notes.append(f"loaded {n} backbone tensors from {base_dir} (its LM head is dropped)")
         if opts.vectors:
             from ..convert.vectors import load_into_embedding
 
             rep = load_into_embedding(backbone.embed, opts.vectors, tokenizer.get_vocab(),
                                       freeze=opts.freeze_vectors, seed=tcfg.seed)
-            log(f"word vectors {opts.vectors}: {rep['coverage']:.1%} of the vocabulary covered")
+            notes.append(f"word vectors {opts.vectors}: {rep['coverage']:.1%} of the vocabulary covered")
+        return notes
+
+    if not resume:
+        for note in _from_rank0(load_pretrained, info):
+            log(note)
     model = Classifier(backbone, m)
     if opts.init == "keras" and not resume:
         keras_init(model.head)
     model.to(device)
+    distributed.broadcast_module(model)  # rank 0's base / vector weights on every rank
     if opts.mode == "frozen":
         model.backbone.requires_grad_(False)
     elif opts.mode == "lora":
@@ -552,31 +653,41 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
 
     pad = tokenizer.pad_id or 0
     train_b = LabelledBatches(*encoded["train"], tcfg.batch_size, pad, shuffle=True, bucket=opts.bucket,
-                              seed=tcfg.seed, padding=opts.padding, device=device)
+                              seed=tcfg.seed, padding=opts.padding, device=device,
+                              rank=info.rank, world_size=info.world_size,
+                              class_weights=m.extra.get("class_weights"))
     dev_b = LabelledBatches(*encoded["dev"], opts.eval_batch_size, pad, shuffle=False,
                             padding=opts.padding, device=device)
-    steps_per_epoch = len(train_b)
+    steps_per_epoch = len(train_b)  # global batches per epoch: the same on every rank
     if opts.epochs:
         tcfg.max_steps = opts.epochs * steps_per_epoch // tcfg.grad_accum
         tcfg.eval_every = max(1, steps_per_epoch // tcfg.grad_accum)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / CONFIG)
-    atomic_write_text(run_dir / MODEL_CONFIG, m.to_json())
-    if not resume:
-        tokenizer.save(run_dir / TOKENIZER)
-        labels.save(run_dir / LABELS_FILE)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / CONFIG)
+        atomic_write_text(run_dir / MODEL_CONFIG, m.to_json())
+        if not resume:
+            tokenizer.save(run_dir / TOKENIZER)
+            labels.save(run_dir / LABELS_FILE)
     n_train = count_parameters(model, trainable_only=True)
+    per_step = tcfg.batch_size * tcfg.grad_accum * info.world_size
     log(f"{m.arch} classifier ({opts.mode}): {count_parameters(model) / 1e6:.2f}M parameters, "
         f"{n_train / 1e6:.3f}M trainable | {len(labels)} classes {labels.names[:6]} | train "
-        f"{train_b.n_examples} / dev {dev_b.n_examples} examples | {steps_per_epoch} steps per "
-        f"epoch | device {device}")
+        f"{train_b.n_examples} / dev {dev_b.n_examples} examples | {steps_per_epoch} batches per "
+        f"epoch | {per_step:,} examples per step (batch {tcfg.batch_size} x accum "
+        f"{tcfg.grad_accum} x world {info.world_size}) | device {device}")
     task = ClassificationTask(model, train_b, dev_b, labels.names)
     trainer = Trainer(task, tcfg, run_dir, resume=bool(resume), log=log)
     t0 = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - t0
+    if not main:
+        return run_dir  # rank 0 alone scores and writes the final reports
 
     # final scores with the best weights
+    if distributed.is_fsdp(model):  # sharded: score a plain copy (no collectives on rank 0 alone)
+        model = Classifier(build_backbone(m), m).to(device)
+        load_weights(model, run_dir / WEIGHTS)
     if (run_dir / BEST_WEIGHTS).is_file():
         load_weights(model, run_dir / BEST_WEIGHTS)
     epochs_done = trainer.step * tcfg.grad_accum / steps_per_epoch
@@ -584,6 +695,7 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         "steps": trainer.step, "epochs": epochs_done, "train_seconds": trainer.elapsed,
         "wall_seconds": wall,  # this call only (a resumed run's earlier part not included)
         "samples_per_s": epochs_done * train_b.n_examples / max(trainer.elapsed, 1e-9),
+        "world_size": info.world_size,
     }
     for name, split in (("dev", dev), ("test", test)):
         if split is None:
@@ -600,6 +712,10 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         merged = export_merged(run_dir, run_dir / "merged")
         log(f"LoRA adapters merged into a plain run: {merged}")
     return run_dir
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    pass
 
 
 def export_merged(run_dir: str | Path, out: str | Path) -> Path:
@@ -670,8 +786,11 @@ def finetune_cli(argv: list[str]) -> int:
         # one line per warning on the command line, not Python's file:line + source echo
         warnings.showwarning = lambda message, *a, **k: print(f"lmforge: warning: {message}",
                                                              file=sys.stderr)
-        finetune(args.data, config=args.config, base=args.base, out=args.out,
-                 overrides=args.overrides, resume=args.resume, **options)
+        try:
+            finetune(args.data, config=args.config, base=args.base, out=args.out,
+                     overrides=args.overrides, resume=args.resume, **options)
+        finally:
+            distributed.cleanup()  # under torchrun: leave the process group cleanly
     return 0
 
 
