@@ -352,7 +352,7 @@ class Trainer:
                     # checkpoint is consistent (weights, optimizer, data position, RNG)
                     self.save()
                     self.log(f"interrupted at step {self.step}; checkpoint saved, continue with "
-                             f"the same command plus `--resume {self.run_dir}`")
+                             f"`--resume {self.run_dir}` (e.g. lmforge pretrain --resume {self.run_dir})")
                     raise KeyboardInterrupt
                 if at_eval or over_budget:
                     last_metrics = self._evaluate_and_save(lr)
