@@ -27,12 +27,12 @@ args = parser.parse_args()
 n, d, max_gd_steps = (500, 10, 5_000) if args.quick else (5_000, 40, 50_000)
 L2, TOL = 1e-3, 1e-8  # regularisation; "converged" means f(w) - f* < TOL
 
-torch.set_default_dtype(torch.float64)  # so the gap to the optimum can shrink to 1e-12
 torch.manual_seed(0)
-scale = torch.logspace(0, 1.5, d)  # feature j ranges over 1x .. 30x: an ill-conditioned problem
-X = torch.randn(n, d) * scale  # (n, d)
-w_true = torch.randn(d) / scale  # every feature matters about equally
-y = ((X @ w_true) / d**0.5 + 0.5 * torch.randn(n) > 0).double()  # (n,) noisy labels 0 / 1
+f64 = torch.float64  # so the gap to the optimum can shrink to 1e-12
+scale = torch.logspace(0, 1.5, d, dtype=f64)  # feature j ranges over 1x .. 30x: an ill-conditioned problem
+X = torch.randn(n, d, dtype=f64) * scale  # (n, d)
+w_true = torch.randn(d, dtype=f64) / scale  # every feature matters about equally
+y = ((X @ w_true) / d**0.5 + 0.5 * torch.randn(n, dtype=f64) > 0).double()  # (n,) noisy labels 0 / 1
 
 
 def objective(model: torch.nn.Linear) -> torch.Tensor:
@@ -43,7 +43,7 @@ def objective(model: torch.nn.Linear) -> torch.Tensor:
 
 def minimise(make_optimizer, max_steps: int, f_star: float = float("-inf")) -> list[float]:
     """Run from w = 0 until f - f* < TOL (or max_steps); returns f after each step."""
-    model = torch.nn.Linear(d, 1)
+    model = torch.nn.Linear(d, 1, dtype=f64)
     for p in model.parameters():  # start from w = 0, b = 0
         torch.nn.init.zeros_(p)
     optimizer = make_optimizer(model.parameters())
@@ -67,7 +67,7 @@ f_star = minimise(lambda p: Newton(p, damping=0.0), 30)[-1]
 
 # gradient descent (lmforge's `gd` is torch's SGD without momentum) at the step 1/L, where
 # L = the largest eigenvalue of X'X / 4n + L2, an upper bound on the Hessian
-Xb = torch.cat([X, torch.ones(n, 1)], 1)  # (n, d + 1) with the bias column
+Xb = torch.cat([X, torch.ones(n, 1, dtype=f64)], 1)  # (n, d + 1) with the bias column
 L = torch.linalg.eigvalsh(Xb.T @ Xb / (4 * n)).max().item() + L2
 t0 = time.perf_counter()
 gd = minimise(lambda p: torch.optim.SGD(p, lr=1.0 / L), max_gd_steps, f_star)

@@ -35,5 +35,8 @@ def __getattr__(name: str) -> Any:
     if name == "generate":  # the decoding package: lmforge.generate.generate_ids(...), ...
         return importlib.import_module("lmforge.generate")
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        # importing lmforge.pretrain binds the *module* to this name; bind the function instead
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
