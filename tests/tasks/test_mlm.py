@@ -91,7 +91,8 @@ def test_bad_setups_are_named():
         _task(tok, tbptt=True)
 
 
-def test_recipe_learns_on_a_toy_corpus_and_evaluates(tiny_corpus, tmp_path, capsys):
+def test_recipe_learns_on_a_toy_corpus_and_evaluates(tiny_corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))  # `evaluate` caches tokens there
     cfg = load_config(RECIPE, [
         f"data.path={tiny_corpus}", f"out={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}",
         "tokenizer.vocab_size=200", "model.d_model=48", "model.n_layers=2", "model.n_heads=4",
