@@ -109,6 +109,27 @@ def weights_path(run_dir: str | Path, weights: str = "best") -> Path:
     return path / WEIGHTS
 
 
+def resolve_base(path: str | Path, log: Any = print) -> Path:
+    """`--base RUN_OR_HF_DIR`: an lmforge run as it is; a Hugging Face GPT-2 / BERT folder is
+    converted once into an lmforge run under ~/.cache/lmforge/hf/ (keyed by its path and
+    modification time) and that run is returned."""
+    import hashlib
+    import os
+
+    path = Path(path)
+    if (path / MODEL_CONFIG).is_file() or not (path / "config.json").is_file():
+        return path
+    from .convert.cli import from_hf
+
+    stamp = f"{path.resolve()}:{max(f.stat().st_mtime for f in path.iterdir())}"
+    root = Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge"))
+    out = root / "hf" / hashlib.sha256(stamp.encode()).hexdigest()[:16]
+    if not (out / WEIGHTS).is_file():
+        log(f"converting the Hugging Face checkpoint {path} -> {out}")
+        from_hf(path, out, force=True, log=log)
+    return out
+
+
 def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> Run:
     """Reload a run directory. `weights`: "best" (best.safetensors when present) or "last"."""
     from .tokenizers import load_tokenizer

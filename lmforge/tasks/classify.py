@@ -549,7 +549,12 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
     if tcfg.threads > 0:
         torch.set_num_threads(tcfg.threads)
     device = distributed.device_for(info, pick_device(tcfg.device))
-    base_dir = Path(opts.base) if opts.base else None
+    base_dir = None
+    if opts.base:  # an lmforge run, or a Hugging Face folder converted once (rank 0 first)
+        from ..run import resolve_base
+
+        with distributed.local_main_first():
+            base_dir = resolve_base(opts.base, log=log if info.rank == 0 else (lambda *a: None))
     if base_dir is not None and not resume:
         def read_base() -> ModelConfig:
             if not base_dir.is_dir():

@@ -15,7 +15,9 @@ from ..run import CONFIG, TOKENIZER, read_model_config
 
 def finetune_config(base: str | Path, data: str, out: str, overrides: list[str] | None = None) -> Config:
     """The base run's config with its weights and tokenizer as the starting point."""
-    base = Path(base)
+    from ..run import resolve_base
+
+    base = resolve_base(base)  # a Hugging Face GPT-2 folder works too
     model = read_model_config(base)
     raw = read_yaml(base / CONFIG) if (base / CONFIG).is_file() else {}
     raw = {k: v for k, v in raw.items() if k in ("train", "data")}

@@ -188,6 +188,24 @@ def test_finetune_classify_on_imported_bert(tmp_path):
     assert cfg["arch"] == "bert" and cfg["head"] == "classifier"
 
 
+def test_finetune_classify_directly_on_a_hugging_face_folder(tmp_path, monkeypatch):
+    """`--base` may name the Hugging Face folder itself: it is converted once, then cached."""
+    pytest.importorskip("lmforge.tasks.classify")
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    save_bert(tmp_path / "hf")
+    rows = ["sentence\tlabel"] + [f"hello world {i}\tpos" if i % 2 else f"the lazy dog {i}\tneg"
+                                  for i in range(24)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("\n".join(rows[:9]) + "\n", encoding="utf-8")
+    rc = main(["finetune", "classify", "--base", str(tmp_path / "hf"), "--data",
+               str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
+               "--out", str(tmp_path / "clf"), "--epochs", "1", "train.batch_size=8",
+               "train.progress=false", "model.pooling=cls", "task.add_special=true"])
+    assert rc == 0
+    assert json.loads((tmp_path / "clf" / "model_config.json").read_text())["arch"] == "bert"
+    assert len(list((tmp_path / "cache" / "hf").iterdir())) == 1
+
+
 # --------------------------------------------------------------------------- bad input
 
 
