@@ -101,6 +101,7 @@ def lmforge_run(precision: str, steps: int, quality: bool, compile_: bool, tmp: 
 
     overrides = [f"train.max_steps={steps}", f"train.precision={precision}",
                  f"train.compile={str(compile_).lower()}", "train.progress=false",
+                 f"train.threads={torch.get_num_threads()}",
                  f"out={tmp / f'{precision}-{compile_}'}", "train.log_every=1",
                  f"train.eval_every={steps if quality else 0}", "train.sample_tokens=0",
                  f"data.cache_dir={tmp / 'cache'}"]
@@ -141,9 +142,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="untimed first steps")
     parser.add_argument("--quality", action="store_true", help="report val loss (use --steps 2000)")
     parser.add_argument("--compile", action="store_true", help="also time train.compile=true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     parser.add_argument("--no-bf16", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     text = (Path(__file__).parent.parent / "lmforge" / "assets" / "tinyshakespeare.txt").read_text()
     chars = sorted(set(text))
