@@ -4,9 +4,10 @@
     python benchmarks/translate.py --models rnn --src en --tgt de --budget-min 10   # the other way
 
 For each model: a short calibration run measures seconds per training step on this machine,
-the recipe's step count is set so that the cosine schedule ends at the budget (the Trainer's
-`time_budget_s` stops it there in any case), the model trains, and the best checkpoint (by
-greedy validation BLEU) decodes the test split with beam search. Printed: sacreBLEU BLEU and
+the step count is set so that the cosine schedule ends at the budget (at most the recipe's
+train.max_steps; the Trainer's `time_budget_s` stops it at the budget in any case), the model
+trains, and the best checkpoint (by greedy validation BLEU) decodes the test split with beam
+search. The machine must be otherwise idle: the calibration assumes the speed it measured. Printed: sacreBLEU BLEU and
 chrF (default 13a tokenization, cased, detokenized output against the raw references),
 training time, target tokens per second, parameters and epochs.
 
@@ -77,8 +78,10 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, object]:
     shutil.rmtree(calib_dir, ignore_errors=True)
     recipe = load_config(RECIPES[name])
     steps = int(budget * 0.97 / per_step)
-    if args.max_steps:
-        steps = min(steps, args.max_steps)
+    # the recipe's max_steps caps a fast machine: more epochs than that only overfit
+    cap = recipe.train.max_steps if args.max_steps == 0 else args.max_steps
+    if cap > 0:
+        steps = min(steps, cap)
     eval_every = max(100, min(recipe.train.eval_every, steps // 6))
     warmup = min(recipe.train.warmup_steps, max(1, steps // 10))
     print(f"{per_step:.3f} s/step -> {steps} steps in {args.budget_min:g} min "
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test_2016_flickr")
     parser.add_argument("--models", default="transformer,rnn", help="comma list: transformer, rnn")
     parser.add_argument("--budget-min", type=float, default=90.0, help="training minutes per model")
-    parser.add_argument("--max-steps", type=int, default=0, help="cap the step count (0 = budget decides)")
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="cap the step count (0: the recipe's train.max_steps, -1: the budget decides)")
     parser.add_argument("--calibrate-steps", type=int, default=60)
     parser.add_argument("--beams", type=int, default=5)
     parser.add_argument("--limit", type=int, default=0, help="score only the first N test pairs")
