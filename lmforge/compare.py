@@ -397,8 +397,9 @@ def compare(archs: list[str] | str, data: str | Path, budget: str | Budget,
         rows.append(row)
         # written after every architecture, so a long arena shows partial results
         write_csv(rows, out / "compare.csv")
-        plot_curves(rows, out / "compare.png", title=f"{Path(str(data)).name}: {budget}, "
-                                                     f"~{_human(params)} parameters")
+        corpus_name = Path(str(data)).name or files[0].name  # "" = the bundled corpus
+        plot_curves(rows, out / "compare.png",
+                    title=f"{corpus_name}: {budget}, ~{_human(params)} parameters")
     log(format_table(rows))
     log(f"-> {out / 'compare.csv'}, {out / 'compare.png'}")
     return rows
