@@ -43,26 +43,27 @@ CSV_COLUMNS = ["arch", "params", "tokens_per_s", "best_val_loss", "val_ppl", "wa
 
 # Each family's recipe for a char- or subword-level corpus at ~0.1-10M parameters. The width
 # (d_model) is set by the parameter budget; everything else is the family's default, and the
-# learning rate is each family's own (AdamW, cosine decay to lr/10, 0.1 weight decay).
+# learning rate is each family's own (AdamW, cosine decay to lr/10, 0.1 weight decay). The
+# rates come from a sweep on Tiny Shakespeare at 1M parameters and 60 s per run (docs/arena.md):
+# each is the best measured there or one step below it, since longer budgets favour lower rates.
 ARCH_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # a table lookup has nothing to destabilise: a high rate converges within the budget
-    "bigram": {"model": {}, "train": {"lr": 1e-2, "weight_decay": 0.0}},
+    "bigram": {"model": {}, "train": {"lr": 3e-2, "weight_decay": 0.0}},
     # Bengio et al. 2003: 16-token window, 64-wide embeddings, two tanh layers
     "mlp": {"model": {"extra": {"context": 16}, "d_embed": 64, "n_layers": 2,
-                      "activation": "tanh"}, "train": {"lr": 2e-3}},
-    # Elman RNN, tanh (the fused kernel); gradient clipping (1.0) keeps it stable at 2e-3
-    "rnn": {"model": {"n_layers": 2, "activation": "tanh"}, "train": {"lr": 2e-3}},
-    # Karpathy's char-rnn default rate for gated recurrent nets
-    "lstm": {"model": {"n_layers": 2}, "train": {"lr": 2e-3}},
-    "gru": {"model": {"n_layers": 2}, "train": {"lr": 2e-3}},
+                      "activation": "tanh"}, "train": {"lr": 5e-3}},
+    # Elman RNN, tanh (the fused kernel); gradient clipping at 1.0 keeps it stable
+    "rnn": {"model": {"n_layers": 2, "activation": "tanh"}, "train": {"lr": 3e-3}},
+    "lstm": {"model": {"n_layers": 2}, "train": {"lr": 5e-3}},
+    "gru": {"model": {"n_layers": 2}, "train": {"lr": 5e-3}},
     # WaveNet/ByteNet stack, dilations 1..32: a 127-token receptive field
     "cnn": {"model": {"n_layers": 6, "kernel_size": 3, "activation": "gelu"},
-            "train": {"lr": 1e-3}},
+            "train": {"lr": 3e-3}},
     # Lai et al. 2015, causal: LSTM left context + tanh projection
     "rcnn": {"model": {"n_layers": 1, "cell": "lstm", "activation": "tanh"},
-             "train": {"lr": 2e-3}},
-    # nanoGPT's Shakespeare-char rate for a small pre-LayerNorm decoder
-    "gpt": {"model": {"n_layers": 4, "n_heads": 4, "activation": "gelu"}, "train": {"lr": 1e-3}},
+             "train": {"lr": 5e-3}},
+    # a small pre-LayerNorm decoder
+    "gpt": {"model": {"n_layers": 4, "n_heads": 4, "activation": "gelu"}, "train": {"lr": 3e-3}},
 }
 RECURRENT = ("rnn", "lstm", "gru", "rcnn")  # carry state across windows (truncated BPTT)
 EVAL_POINTS = 10  # evaluations per run: enough points for a curve

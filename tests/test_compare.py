@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmforge.compare import (CSV_COLUMNS, Budget, apply_budget, arch_config, cli, compare,
-                             parse_budget, parse_count, split_overrides)
+from lmforge.compare import (ARCH_DEFAULTS, CSV_COLUMNS, Budget, apply_budget, arch_config, cli,
+                             compare, parse_budget, parse_count, split_overrides)
 from lmforge.config import ConfigError
 from lmforge.models.build import build_model, count_parameters
 
@@ -109,7 +109,7 @@ def test_each_family_has_its_own_lr_and_overrides_win(tmp_path):
     lstm, _ = _arch_cfg("lstm", tmp_path, params=20_000, overrides=per_arch["lstm"])
     gpt, _ = _arch_cfg("gpt", tmp_path, params=20_000, overrides=per_arch["gpt"])
     assert lstm.train.lr == 3e-3 and lstm.train.min_lr == pytest.approx(3e-4)
-    assert gpt.train.lr == 1e-3 and lstm.train.weight_decay == gpt.train.weight_decay == 0.05
+    assert gpt.train.lr == ARCH_DEFAULTS["gpt"]["train"]["lr"] and lstm.train.weight_decay == gpt.train.weight_decay == 0.05
     fixed, _ = _arch_cfg("gru", tmp_path, params=20_000, overrides=["model.d_model=33"])
     assert fixed.model.d_model == 33  # an explicit width is not resized
 
