@@ -99,7 +99,9 @@ def lmforge_run(precision: str, steps: int, quality: bool, compile_: bool, tmp: 
     """Train the default recipe through lmforge's own loop; returns (step times, val loss, wall)."""
     from lmforge.pretrain import pretrain
 
+    # nanoGPT's learning rate, like the reference loop (lmforge's own default is 3e-3)
     overrides = [f"train.max_steps={steps}", f"train.precision={precision}",
+                 "train.lr=1e-3", "train.min_lr=1e-4",
                  f"train.compile={str(compile_).lower()}", "train.progress=false",
                  f"train.threads={torch.get_num_threads()}",
                  f"out={tmp / f'{precision}-{compile_}'}", "train.log_every=1",
@@ -157,6 +159,8 @@ def main() -> int:
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
 
     results = []
+    # the reference runs once before lmforge and once after, and its figure pools both, so a
+    # machine that speeds up or slows down during the run favours neither side
     ref = reference_step_times(data, len(chars), args, args.steps + args.warmup)[args.warmup:]
     results.append(("plain PyTorch (fp32)", ref, float("nan"), peak32))
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +176,7 @@ def main() -> int:
                                         Path(tmp))
             name = f"lmforge {precision}" + (" + compile" if compile_ else "")
             results.append((name, times[args.warmup:], val, peak16 if precision == "bf16" else peak32))
+    ref += reference_step_times(data, len(chars), args, args.steps + args.warmup)[args.warmup:]
 
     ref_ms = statistics.median(ref) * 1e3
     print(f"\nfp32 matmul peak {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s; "

@@ -49,7 +49,7 @@ KINDS = ("translate", "summarize")
 # the config without --config: a small Transformer over a joint BPE vocabulary
 DEFAULTS = ["model.head=seq2seq", "model.arch=transformer", "model.d_model=256", "model.n_layers=3",
             "model.n_heads=8", "model.d_ff=1024", "model.max_len=128", "model.dropout=0.1",
-            "model.extra.label_smoothing=0.1", "tokenizer.kind=bpe", "tokenizer.vocab_size=8000",
+            "model.extra.label_smoothing=0.1", "train.lr=1e-3", "train.min_lr=1e-4", "tokenizer.kind=bpe", "tokenizer.vocab_size=8000",
             "out=runs/seq2seq"]
 
 

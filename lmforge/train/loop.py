@@ -27,6 +27,7 @@ log point when distributed, at once otherwise.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import csv
 import math
 import random
@@ -74,6 +75,23 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bf16 where this device runs bf16 matmuls clearly faster than fp32, else fp32.
+
+    CUDA: any GPU with bf16 support (Ampere on). CPU: decided by the matmul peaks that the mfu
+    column measures and caches anyway (train/mfu.py): bf16 when its peak is at least 1.5x the
+    fp32 one (AVX-512 BF16 / AMX CPUs), since elsewhere bf16 is emulated and slower.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        fp32, bf16 = _device_peak(device, "fp32"), _device_peak(device, "bf16")
+        return "bf16" if fp32 > 0 and bf16 >= 1.5 * fp32 else "fp32"
+    return "fp32"
 
 
 def rng_state() -> dict[str, Any]:
@@ -139,6 +157,11 @@ class Trainer:
         self.dist = distributed.current()
         self.is_main = self.dist.rank == 0
         self.device = next(task.model.parameters()).device
+        if cfg.precision == "auto":  # rank 0 decides, so that every rank computes alike
+            chosen = distributed.broadcast_object(
+                resolve_precision("auto", self.device) if self.is_main else None)
+            self.cfg = cfg = dataclasses.replace(cfg, precision=chosen)  # the caller's stays
+            self.log(f"train.precision=auto -> {cfg.precision} on {self.device.type}")
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError(f"train.precision=fp16 needs a CUDA device (a gradient scaler); "
                               f"this run is on {self.device.type}, use bf16")

@@ -77,3 +77,36 @@ def test_fp16_with_grad_scaler_tracks_fp32_on_cuda(tiny_corpus, tmp_path):
     assert trainer.scaler is not None and trainer.scaler.get_scale() > 0
     a, b = losses(tmp_path / "c32"), losses(tmp_path / "c16")
     assert abs(b[50] - a[50]) / a[50] < 0.02, (a[50], b[50])
+
+
+@pytest.mark.parametrize("bf16_speedup, expected", [(4.0, "bf16"), (1.2, "fp32")])
+def test_auto_precision_picks_bf16_only_where_it_is_fast(tmp_path, monkeypatch, bf16_speedup,
+                                                          expected):
+    import json
+
+    from lmforge.train import mfu
+    from lmforge.train.loop import resolve_precision
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    cpu = torch.device("cpu")
+    (tmp_path / "peak.json").write_text(json.dumps({mfu.peak_key(cpu, "fp32"): 1e11,
+                                                    mfu.peak_key(cpu, "bf16"): bf16_speedup * 1e11}))
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("fp32", cpu) == "fp32"  # explicit choices pass through
+
+
+def test_auto_precision_trains_with_the_chosen_precision(tiny_corpus, tmp_path, monkeypatch):
+    import json
+
+    from lmforge.train import mfu
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    cpu = torch.device("cpu")
+    (tmp_path / "peak.json").write_text(json.dumps({mfu.peak_key(cpu, "fp32"): 1e11,
+                                                    mfu.peak_key(cpu, "bf16"): 4e11}))
+    trainer = run(tiny_corpus, tmp_path / "auto", "train.device=cpu", "train.precision=auto",
+                  "train.max_steps=5")
+    assert trainer.cfg.precision == "bf16"
+    run(tiny_corpus, tmp_path / "bf16", "train.device=cpu", "train.precision=bf16",
+        "train.max_steps=5")
+    assert losses(tmp_path / "auto") == losses(tmp_path / "bf16")  # the same run, step for step
