@@ -4,7 +4,7 @@ The shape is nanoGPT's CPU recipe (shakespeare_char: 4 layers, 4 heads, d_model 
 64, batch 12, char-level Tiny Shakespeare). Prints ms/step, tokens/s and model-FLOPs
 utilisation against the fp32 (and bf16) matmul peak measured here, plus the ratios.
 
-    python benchmarks/pretrain_speed.py                 # fp32 + bf16, 300 timed steps each
+    python benchmarks/pretrain_speed.py                 # fp32 + bf16, 3 alternating rounds of 300 steps
     python benchmarks/pretrain_speed.py --steps 2000 --quality   # also val loss after 2000 steps
 """
 
@@ -146,9 +146,13 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="also time train.compile=true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of every configuration (1 with --quality)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.quality:
+        args.rounds = 1  # one full-length run per configuration
 
     text = (Path(__file__).parent.parent / "lmforge" / "assets" / "tinyshakespeare.txt").read_text()
     chars = sorted(set(text))
@@ -158,25 +162,32 @@ def main() -> int:
     flops = flops_per_step(n_params, 4, 128, 64, 12)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
 
-    results = []
-    # the reference runs once before lmforge and once after, and its figure pools both, so a
-    # machine that speeds up or slows down during the run favours neither side
-    ref = reference_step_times(data, len(chars), args, args.steps + args.warmup)[args.warmup:]
-    results.append(("plain PyTorch (fp32)", ref, float("nan"), peak32))
-    with tempfile.TemporaryDirectory() as tmp:
-        configs = [("fp32", False)]
+    # Rounds alternate plain PyTorch and each lmforge configuration, and every figure is the
+    # median over all rounds' steps, so a machine that speeds up or slows down during the run
+    # (shared hosts do) favours no side.
+    configs = [("fp32", False)]
+    if not args.no_bf16:
+        configs.append(("bf16", False))
+    if args.compile:  # compile time falls in the untimed warm-up steps
+        configs.append(("fp32", True))
         if not args.no_bf16:
-            configs.append(("bf16", False))
-        if args.compile:  # compile time falls in the untimed warm-up steps
-            configs.append(("fp32", True))
-            if not args.no_bf16:
-                configs.append(("bf16", True))
-        for precision, compile_ in configs:
-            times, val, _ = lmforge_run(precision, args.steps + args.warmup, args.quality, compile_,
-                                        Path(tmp))
-            name = f"lmforge {precision}" + (" + compile" if compile_ else "")
-            results.append((name, times[args.warmup:], val, peak16 if precision == "bf16" else peak32))
-    ref += reference_step_times(data, len(chars), args, args.steps + args.warmup)[args.warmup:]
+            configs.append(("bf16", True))
+    ref: list[float] = []
+    timed: dict[tuple[str, bool], list[float]] = {c: [] for c in configs}
+    vals: dict[tuple[str, bool], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            ref += reference_step_times(data, len(chars), args, args.steps + args.warmup)[args.warmup:]
+            for precision, compile_ in configs:
+                times, val, _ = lmforge_run(precision, args.steps + args.warmup, args.quality,
+                                            compile_, Path(tmp) / f"round{r}")
+                timed[(precision, compile_)] += times[args.warmup:]
+                vals[(precision, compile_)] = val
+    results = [("plain PyTorch (fp32)", ref, float("nan"), peak32)]
+    for (precision, compile_), times in timed.items():
+        name = f"lmforge {precision}" + (" + compile" if compile_ else "")
+        results.append((name, times, vals[(precision, compile_)],
+                        peak16 if precision == "bf16" else peak32))
 
     ref_ms = statistics.median(ref) * 1e3
     print(f"\nfp32 matmul peak {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s; "

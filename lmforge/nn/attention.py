@@ -13,14 +13,41 @@ from torch import nn
 from .positional import Rotary
 
 
+MATH_MAX_KEYS = 256  # the explicit path holds a (B, H, Tq, Tk) score matrix: short contexts only
+
+
+def _math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                    is_causal: bool = False) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v with bf16 matmuls and an fp32 softmax.
+
+    For short contexts on CPU this beats both fused kernels in bf16 (0.84 ms fwd+bwd against
+    1.18 ms for fp32 flash and 3.1 ms for bf16 flash at 12x4x64x32, torch 2.13).
+    """
+    Tq, Tk = q.size(-2), k.size(-2)
+    scores = (q @ k.transpose(-2, -1)).float() * q.size(-1) ** -0.5  # (B, H, Tq, Tk)
+    if is_causal:
+        causal = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+        attn_mask = causal if attn_mask is None else attn_mask & causal
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    return weights.to(v.dtype) @ v
+
+
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
-    """`F.scaled_dot_product_attention`, with bf16 on CPU computed in fp32.
+    """`F.scaled_dot_product_attention`, except for bf16 on CPU.
 
     PyTorch's CPU flash-attention backward is about 3x slower in bf16 than in fp32 (measured
     with torch 2.13, 12x4x64x32: 3.1 ms vs 1.1 ms), which cancelled bf16's matmul gain for a
-    whole training step; attention holds few FLOPs, so fp32 here costs nothing and is exact.
-    (Autocast would cast the inputs straight back to bf16, hence it is switched off here.)
+    whole training step. So bf16 on CPU takes the explicit path above for short contexts and
+    the fp32 kernel beyond (autocast would cast its inputs straight back to bf16, hence it is
+    switched off there).
     """
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and k.size(-2) <= MATH_MAX_KEYS:
+        return _math_attention(q, k, v, **kwargs)
     if q.dtype == torch.bfloat16 and q.device.type == "cpu":
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
