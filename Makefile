@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lmforge pretrain --out runs/demo-$$(date +%Y%m%d-%H%M%S) train.max_steps=2000 && \
+	$(PY) -m lmforge pretrain --config configs/shakespeare-char-gpt.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S) && \
 	$(PY) -m lmforge generate $$(ls -d runs/demo-* | tail -1) --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40
 
 test: $(STAMP)

@@ -3,6 +3,7 @@ padding checks against the same model written in plain PyTorch, measured in the 
 
     python benchmarks/sentiment.py                       # full recipes (10 epochs each)
     python benchmarks/sentiment.py --epochs 1 --speed-epochs 1 --padding-epochs 1   # quick look
+    python benchmarks/sentiment.py --recipes "" --speed-epochs 0 --padding-epochs 0 --ensemble 5
 
 Prints, for each recipe: dev and test accuracy, macro-F1, training samples/s and wall time.
 Then:
@@ -17,6 +18,7 @@ Then:
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import statistics
@@ -55,6 +57,30 @@ def run_recipe(name: str, data: Path, out: Path, epochs: int | None, threads: in
     summary = json.loads((run / "summary.json").read_text())
     summary["wall_total_s"] = time.perf_counter() - t0
     return summary
+
+
+def ensemble(data: Path, out: Path, k: int, threads: int) -> dict[str, float]:
+    """k seeds of the best recipe, their class probabilities averaged: dev and test accuracy."""
+    splits = resolve_splits(data)
+    probs: dict[str, list[np.ndarray]] = {"dev": [], "test": []}
+    gold: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    for seed in range(1, k + 1):
+        run = finetune(data, config=ROOT / "configs" / RECIPES["best"], out=out / f"best-seed{seed}",
+                       overrides=["train.progress=false", f"train.threads={threads}",
+                                  f"train.seed={seed}"], log=lambda *a: None)
+        clf = TextClassifier.load(run, device="cpu")
+        for split in probs:
+            rows = list(csv.DictReader(open(splits[split], encoding="utf-8"), delimiter="\t"))
+            p = clf.predict_proba([r["sentence"] for r in rows])
+            probs[split].append(p[:, np.argsort([int(n) for n in clf.labels.names])])  # column = label
+            gold[split] = np.array([int(r["label"]) for r in rows])
+    result = {f"{split}_acc": float((np.mean(probs[split], 0).argmax(1) == gold[split]).mean())
+              for split in probs}
+    result.update({f"{split}_acc_members": [float((q.argmax(1) == gold[split]).mean())
+                                             for q in probs[split]] for split in probs})
+    result["wall_s"] = time.perf_counter() - t0
+    return result
 
 
 # --------------------------------------------------------------------------- plain PyTorch twin
@@ -199,6 +225,8 @@ def main() -> None:
     p.add_argument("--speed-epochs", type=int, default=3, help="alternating rounds for the speed table (0 = skip)")
     p.add_argument("--padding-epochs", type=int, default=3, help="epochs of the padding check (0 = skip)")
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp folder)")
+    p.add_argument("--ensemble", type=int, default=0,
+                   help="also train this many seeds of the best recipe and average them (0 = skip)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -214,6 +242,13 @@ def main() -> None:
         print(f"{name:<10} {s['epochs']:>6.1f} {s['dev']['accuracy']:>8.4f} {s['dev']['macro_f1']:>8.4f} "
               f"{s['test']['accuracy']:>8.4f} {s['test']['macro_f1']:>8.4f} {s['samples_per_s']:>10.0f} "
               f"{s['train_seconds']:>8.1f} {s['wall_total_s']:>8.1f}", flush=True)
+
+    if args.ensemble:
+        e = ensemble(args.data, work / "ensemble", args.ensemble, args.threads)
+        members = ", ".join(f"{a:.4f}" for a in e["test_acc_members"])
+        print(f"\nensemble of {args.ensemble} best-recipe seeds (probabilities averaged): dev acc "
+              f"{e['dev_acc']:.4f}, test acc {e['test_acc']:.4f} (members' test acc {members}), "
+              f"{e['wall_s']:.0f} s in all", flush=True)
 
     if args.speed_epochs or args.padding_epochs:
         tok, train, dev = sst2_arrays(args.data)
