@@ -161,7 +161,7 @@ class ClassificationTask:
 
     def loss(self, batch: tuple[Any, ...], model: nn.Module | None = None) -> torch.Tensor:
         ids, mask, labels = batch[:3]  # (B, T), (B, T), (B,)
-        loss = (model or self.model)(ids, labels, mask=mask)[1]
+        loss = (self.model if model is None else model)(ids, labels, mask=mask)[1]
         if len(batch) > 3:  # a rank's slice of a global batch: its share of the global mean
             loss = loss * batch[3].weight
         return loss

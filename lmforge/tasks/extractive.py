@@ -288,7 +288,7 @@ class ExtractiveTask:
 
     def loss(self, batch: tuple[torch.Tensor, ...], model: nn.Module | None = None) -> torch.Tensor:
         """Cross-entropy between the sentence softmax and the oracle distribution."""
-        return (model or self.model)(*batch)[1]
+        return (self.model if model is None else model)(*batch)[1]
 
     def evaluate(self) -> dict[str, float]:
         """Validation loss and ROUGE-1/2/L of the selected sentences (max over references)."""

@@ -56,7 +56,7 @@ class LanguageModelingTask:
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
         x, y = batch  # (B, T), (B, T)
-        model = model or self.model
+        model = self.model if model is None else model
         if not self.tbptt:
             return model(x, y)[1]
         _, loss, state = model(x, y, state=self.state, return_state=True)

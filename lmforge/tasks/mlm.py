@@ -134,7 +134,7 @@ class MaskedLMTask:
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
         inputs, targets = batch  # (B, T), (B, T)
         # project only the masked positions to the vocabulary: same loss, ~6x fewer logits
-        return (model or self.model)(inputs, targets, masked_only=True)[1]
+        return (self.model if model is None else model)(inputs, targets, masked_only=True)[1]
 
     # ------------------------------------------------------------------ metrics
 

@@ -302,7 +302,7 @@ class Seq2SeqTask:
 
     def loss(self, batch: Seq2SeqBatch, model: nn.Module | None = None) -> torch.Tensor:
         """Label-smoothed cross-entropy of the batch (teacher forcing)."""
-        model = model or self.model
+        model = self.model if model is None else model
         return model(batch.src, batch.tgt_in, batch.tgt_out, src_mask=batch.src_mask)[1]
 
     def evaluate(self) -> dict[str, float]:

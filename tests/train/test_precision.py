@@ -1,4 +1,5 @@
-"""Mixed precision: bf16 autocast tracks fp32; fp16 needs CUDA (gradient scaler); threads."""
+"""Mixed precision: bf16 autocast tracks fp32; fp16 needs CUDA (gradient scaler); threads;
+torch.compile."""
 
 from __future__ import annotations
 
@@ -110,3 +111,19 @@ def test_auto_precision_trains_with_the_chosen_precision(tiny_corpus, tmp_path, 
     run(tiny_corpus, tmp_path / "bf16", "train.device=cpu", "train.precision=bf16",
         "train.max_steps=5")
     assert losses(tmp_path / "auto") == losses(tmp_path / "bf16")  # the same run, step for step
+
+
+def test_compiled_training_follows_the_eager_run(tiny_corpus, tmp_path, monkeypatch):
+    """train.compile=true wraps the model in torch.compile; the tasks must accept the wrapper
+    (not the model's own class: even `bool(wrapper)` raises)."""
+    import functools
+
+    # the "eager" backend keeps the wrapper and dynamo's tracing but skips C++ code generation,
+    # so the test is quick and the numbers must equal the uncompiled run
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    trainer = run(tiny_corpus, tmp_path / "compiled", "train.device=cpu", "train.compile=true",
+                  "train.max_steps=5")
+    assert type(trainer.train_model).__name__ == "OptimizedModule"
+    run(tiny_corpus, tmp_path / "eager", "train.device=cpu", "train.max_steps=5")
+    a, b = losses(tmp_path / "compiled"), losses(tmp_path / "eager")
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-6 for k in a), (a, b)
