@@ -174,3 +174,23 @@ def test_arena_on_a_wall_time_budget(tiny_corpus, tmp_path):
     assert 0 < row["wall_s"] <= 2.5  # stopped by the time cap or the probed step count
     _, csv_rows = _read_csv(out / "compare.csv")
     assert len(csv_rows) == 1 and (out / "compare.png").is_file()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_step_probe_runs_in_the_runs_precision(tmp_path, monkeypatch, precision):
+    # the probe sets max_steps for a time budget: an fp32 probe of a bf16 run would plan far
+    # too few steps (a 5-minute bf16 GPT once finished its schedule in 122 s)
+    from lmforge.compare import measure_step_seconds
+    from lmforge.train import loop
+
+    seen = []
+    real = loop.autocast_context
+
+    def recording(device, chosen):
+        seen.append(chosen)
+        return real(device, chosen)
+
+    monkeypatch.setattr(loop, "autocast_context", recording)
+    cfg, _ = _arch_cfg("gpt", tmp_path, params=20_000, overrides=[f"train.precision={precision}"])
+    assert measure_step_seconds(cfg, torch.device("cpu"), seconds=0.05, max_steps=3) > 0
+    assert seen == [precision]
