@@ -281,11 +281,11 @@ class Seq2SeqTask:
     def __init__(self, model: nn.Module, train: EncodedPairs, val: EncodedPairs,
                  val_split: ParallelSplit, tokenizer: Any, opts: TaskOptions, batch_size: int,
                  pad_id: int, seed: int = 0, eval_batches: int = 20,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", rank: int = 0, world: int = 1) -> None:
         self.model, self.opts, self.pad_id = model, opts, pad_id
         self.device = torch.device(device)
         self.train = PairBatches(train, batch_size, pad_id, seed=seed, max_tokens=opts.batch_tokens,
-                                 device=self.device)
+                                 device=self.device, rank=rank, world=world)
         self.val, self.val_split, self.tokenizer = val, val_split, tokenizer
         self.batch_size, self.eval_batches = batch_size, eval_batches
         self.decode_metric = "bleu" if opts.kind == "translate" else "rougeL"
@@ -535,7 +535,8 @@ def finetune(task: str = "translate", data: str | Path = "", src: str = "", tgt:
         f"train {len(train):,} pairs ({train.stats['tgt_tokens']:,} target tokens) | val {len(val):,} "
         f"| device {device}")
     task = Seq2SeqTask(model, train, val, val_split, tgt_tok, opts, tcfg.batch_size, tgt_tok.pad_id,
-                       seed=tcfg.seed + info.rank, eval_batches=tcfg.eval_batches, device=device)
+                       seed=tcfg.seed, eval_batches=tcfg.eval_batches, device=device,
+                       rank=info.rank, world=info.world_size)
     log(f"{len(task.train)} batches per epoch")
     trainer = Trainer(task, tcfg, run_dir, resume=resume, log=log if info.rank == 0 else (lambda *a: None))
     metrics = trainer.fit()

@@ -145,3 +145,17 @@ def test_eval_batches_and_split_off():
     train, val = split_off(split, 0.25, seed=0)
     assert len(train) == 15 and len(val) == 5
     assert set(train.sources) | set(val.sources) == set(split.sources)
+
+
+def test_ranks_share_out_the_batches_of_one_process():
+    # world 2: each step takes the next two batches of the one-process stream, rank r the r-th,
+    # so two ranks together train on exactly what one process with grad_accum 2 would,
+    # across epoch boundaries too
+    pairs = _random_pairs()
+    one = PairBatches(pairs, batch_size=16, pad_id=0, seed=7)
+    ranks = [PairBatches(pairs, batch_size=16, pad_id=0, seed=7, rank=r, world=2) for r in (0, 1)]
+    assert len(one) % 2 == 1  # an odd epoch, so a step straddles the boundary
+    for _ in range(len(one) + 2):
+        for r in ranks:
+            torch.testing.assert_close(r.next().src, one.next().src)
+    assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()

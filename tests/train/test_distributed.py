@@ -198,3 +198,34 @@ def test_collectives_are_no_ops_in_one_process():
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     worker(Path(sys.argv[2]), Path(sys.argv[3]))
+
+
+def test_torchrun_seq2seq_matches_one_process_with_accumulation(runs):
+    """`torchrun -m lmforge finetune seq2seq`: each step the ranks take consecutive batches of
+    one shared stream, so 2 ranks equal one process with grad_accum 2, across epoch ends."""
+    from lmforge.tasks.seq2seq import finetune
+
+    data = runs / "pairs"
+    data.mkdir()
+    words = "red blue green cat dog runs jumps the a big small house tree".split()
+    for split, n in (("train", 90), ("val", 12)):
+        src = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(2 + i % 5)) for i in range(n)]
+        (data / f"{split}.xx").write_text("\n".join(src) + "\n")
+        (data / f"{split}.yy").write_text("\n".join(s.upper() for s in src) + "\n")
+    tiny = ["model.arch=transformer", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
+            "model.d_ff=64", "model.max_len=16", "model.dropout=0", "model.extra.label_smoothing=0",
+            "tokenizer.kind=word", "tokenizer.vocab_size=60", "train.lr=3e-3", "train.warmup_steps=2",
+            "train.progress=false", "train.threads=1", "train.max_steps=8", "train.eval_every=8",
+            "train.log_every=1", "train.batch_size=16"]  # 90 pairs: 6 batches, an epoch every 3 steps
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LMFORGE_CACHE": str(runs / "lmforge-cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+           "-m", "lmforge", "finetune", "seq2seq", "--task", "translate", "--data", str(data),
+           "--src", "xx", "--tgt", "yy", "--out", str(runs / "s2s-ddp"), *tiny]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    finetune(task="translate", data=data, src="xx", tgt="yy", out=runs / "s2s-one",
+             overrides=[*tiny, "train.grad_accum=2"], log=lambda *a: None)
+    a, b = train_losses(runs / "s2s-ddp"), train_losses(runs / "s2s-one")
+    assert sorted(a) == list(range(1, 9))
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
