@@ -18,7 +18,6 @@ Then:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import statistics
@@ -61,8 +60,9 @@ def run_recipe(name: str, data: Path, out: Path, epochs: int | None, threads: in
 
 def ensemble(data: Path, out: Path, k: int, threads: int) -> dict[str, float]:
     """k seeds of the best recipe, their class probabilities averaged: dev and test accuracy."""
-    splits = resolve_splits(data)
-    probs: dict[str, list[np.ndarray]] = {"dev": [], "test": []}
+    splits = {name: read_labelled(path) for name, path in resolve_splits(data).items()
+              if name in ("dev", "test")}
+    probs: dict[str, list[np.ndarray]] = {name: [] for name in splits}
     gold: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for seed in range(1, k + 1):
@@ -70,15 +70,13 @@ def ensemble(data: Path, out: Path, k: int, threads: int) -> dict[str, float]:
                        overrides=["train.progress=false", f"train.threads={threads}",
                                   f"train.seed={seed}"], log=lambda *a: None)
         clf = TextClassifier.load(run, device="cpu")
-        for split in probs:
-            rows = list(csv.DictReader(open(splits[split], encoding="utf-8"), delimiter="\t"))
-            p = clf.predict_proba([r["sentence"] for r in rows])
-            probs[split].append(p[:, np.argsort([int(n) for n in clf.labels.names])])  # column = label
-            gold[split] = np.array([int(r["label"]) for r in rows])
-    result = {f"{split}_acc": float((np.mean(probs[split], 0).argmax(1) == gold[split]).mean())
-              for split in probs}
-    result.update({f"{split}_acc_members": [float((q.argmax(1) == gold[split]).mean())
-                                             for q in probs[split]] for split in probs})
+        for name, split in splits.items():  # every seed's run maps the labels alike (sorted)
+            probs[name].append(clf.predict_proba(split.texts))  # (N, K), columns = class ids
+            gold[name] = clf.labels.encode(split.labels, split.path)
+    result = {f"{name}_acc": float((np.mean(probs[name], 0).argmax(1) == gold[name]).mean())
+              for name in probs}
+    result.update({f"{name}_acc_members": [float((q.argmax(1) == gold[name]).mean())
+                                            for q in probs[name]] for name in probs})
     result["wall_s"] = time.perf_counter() - t0
     return result
 

@@ -387,6 +387,8 @@ def compare(archs: list[str] | str, data: str | Path, budget: str | Budget,
         torch.set_num_threads(threads)
     dev = pick_device(device)
 
+    corpus_name = Path(str(data)).name or files[0].name  # "" = the bundled corpus
+    title = f"{corpus_name}: {budget}, ~{_human(params)} parameters"
     rows: list[dict[str, Any]] = []
     for arch in archs:
         cfg, given = arch_config(arch, data=str(data), out=out, tokenizer_path=tokenizer_path,
@@ -404,9 +406,7 @@ def compare(archs: list[str] | str, data: str | Path, budget: str | Budget,
         rows.append(row)
         # written after every architecture, so a long arena shows partial results
         write_csv(rows, out / "compare.csv")
-        corpus_name = Path(str(data)).name or files[0].name  # "" = the bundled corpus
-        plot_curves(rows, out / "compare.png",
-                    title=f"{corpus_name}: {budget}, ~{_human(params)} parameters")
+        plot_curves(rows, out / "compare.png", title=title)
     log(format_table(rows))
     log(f"-> {out / 'compare.csv'}, {out / 'compare.png'}")
     return rows

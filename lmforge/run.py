@@ -114,7 +114,8 @@ def resolve_base(path: str | Path, log: Any = print) -> Path:
     converted once into an lmforge run under ~/.cache/lmforge/hf/ (keyed by its path and
     modification time) and that run is returned."""
     import hashlib
-    import os
+
+    from .cache import cache_root
 
     path = Path(path)
     if (path / MODEL_CONFIG).is_file() or not (path / "config.json").is_file():
@@ -122,8 +123,7 @@ def resolve_base(path: str | Path, log: Any = print) -> Path:
     from .convert.cli import from_hf
 
     stamp = f"{path.resolve()}:{max(f.stat().st_mtime for f in path.iterdir())}"
-    root = Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge"))
-    out = root / "hf" / hashlib.sha256(stamp.encode()).hexdigest()[:16]
+    out = cache_root() / "hf" / hashlib.sha256(stamp.encode()).hexdigest()[:16]
     if not (out / WEIGHTS).is_file():
         log(f"converting the Hugging Face checkpoint {path} -> {out}")
         from_hf(path, out, force=True, log=log)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,3 +32,19 @@ def tiny_corpus(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """Launch `python -m torch.distributed.run --standalone` with 2 processes (one thread each,
+    LMFORGE_CACHE at `cache`) on `args`; fails the test with the job's output unless it exits 0."""
+    def launch(args: list[str], cache: Path, timeout: float = 120,
+               nproc: int = 2) -> subprocess.CompletedProcess:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "LMFORGE_CACHE": str(cache)}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", *map(str, args)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    return launch

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from ..cache import cache_root
 from ..config import ConfigError
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def default_cache_dir() -> Path:
     """$LMFORGE_CACHE/corpus, or ~/.cache/lmforge/corpus."""
-    return Path(os.environ.get("LMFORGE_CACHE", "~/.cache/lmforge")).expanduser() / "corpus"
+    return cache_root() / "corpus"
 
 
 def corpus_key(

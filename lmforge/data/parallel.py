@@ -306,21 +306,21 @@ class PairBatches:
     from (seed, epoch) alone, so `state_dict` is just (epoch, position).
 
     Under torchrun every rank plans the same batches (same seed) and each optimizer step takes
-    the next `world` batches of that stream, rank r the r-th, crossing epoch boundaries as one
+    the next `world_size` batches of that stream, rank r the r-th, crossing epoch boundaries as one
     process would: a 2-rank run trains on exactly the batches of one process with `grad_accum`
     2, and all ranks share one (epoch, position).
     """
 
     def __init__(self, pairs: EncodedPairs, batch_size: int, pad_id: int, seed: int = 0,
                  max_tokens: int = 0, device: torch.device | str = "cpu", rank: int = 0,
-                 world: int = 1) -> None:
+                 world_size: int = 1) -> None:
         if len(pairs) == 0:
             raise ConfigError("no training pairs left after skipping empty lines")
         if batch_size <= 0 and max_tokens <= 0:
             raise ConfigError("batch size must be positive")
         self.pairs, self.batch_size, self.pad_id, self.seed = pairs, batch_size, pad_id, seed
         self.max_tokens, self.device = max_tokens, torch.device(device)
-        self.rank, self.world = rank, world
+        self.rank, self.world_size = rank, world_size
         self.lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(pairs.src, pairs.tgt)])
         self.epoch, self.position = 0, 0
         self._batches = self._plan(self.epoch)
@@ -344,7 +344,7 @@ class PairBatches:
     def next(self) -> Seq2SeqBatch:
         """The next batch, starting a new epoch when this one is used up."""
         rows = None
-        for r in range(self.world):  # one process: world 1, rank 0
+        for r in range(self.world_size):  # one process: world_size 1, rank 0
             if self.position >= len(self._batches):
                 self.epoch, self.position = self.epoch + 1, 0
                 self._batches = self._plan(self.epoch)

@@ -24,10 +24,9 @@ def _math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     For short contexts on CPU this beats both fused kernels in bf16 (0.84 ms fwd+bwd against
     1.18 ms for fp32 flash and 3.1 ms for bf16 flash at 12x4x64x32, torch 2.13).
     """
-    Tq, Tk = q.size(-2), k.size(-2)
     scores = (q @ k.transpose(-2, -1)).float() * q.size(-1) ** -0.5  # (B, H, Tq, Tk)
     if is_causal:
-        causal = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+        causal = build_attn_mask(q.size(-2), k.size(-2), True, None, q.device)  # (1, 1, Tq, Tk)
         attn_mask = causal if attn_mask is None else attn_mask & causal
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf"))
@@ -46,13 +45,12 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.T
     the fp32 kernel beyond (autocast would cast its inputs straight back to bf16, hence it is
     switched off there).
     """
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and k.size(-2) <= MATH_MAX_KEYS:
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    if k.size(-2) <= MATH_MAX_KEYS:
         return _math_attention(q, k, v, **kwargs)
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-        with torch.autocast("cpu", enabled=False):
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                                  **kwargs).to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
 
 
 class KVCache:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,11 +280,11 @@ class Seq2SeqTask:
     def __init__(self, model: nn.Module, train: EncodedPairs, val: EncodedPairs,
                  val_split: ParallelSplit, tokenizer: Any, opts: TaskOptions, batch_size: int,
                  pad_id: int, seed: int = 0, eval_batches: int = 20,
-                 device: torch.device | str = "cpu", rank: int = 0, world: int = 1) -> None:
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> None:
         self.model, self.opts, self.pad_id = model, opts, pad_id
         self.device = torch.device(device)
         self.train = PairBatches(train, batch_size, pad_id, seed=seed, max_tokens=opts.batch_tokens,
-                                 device=self.device, rank=rank, world=world)
+                                 device=self.device, rank=rank, world_size=world_size)
         self.val, self.val_split, self.tokenizer = val, val_split, tokenizer
         self.batch_size, self.eval_batches = batch_size, eval_batches
         self.decode_metric = "bleu" if opts.kind == "translate" else "rougeL"
@@ -536,7 +535,7 @@ def finetune(task: str = "translate", data: str | Path = "", src: str = "", tgt:
         f"| device {device}")
     task = Seq2SeqTask(model, train, val, val_split, tgt_tok, opts, tcfg.batch_size, tgt_tok.pad_id,
                        seed=tcfg.seed, eval_batches=tcfg.eval_batches, device=device,
-                       rank=info.rank, world=info.world_size)
+                       rank=info.rank, world_size=info.world_size)
     log(f"{len(task.train)} batches per epoch")
     trainer = Trainer(task, tcfg, run_dir, resume=resume, log=log if info.rank == 0 else (lambda *a: None))
     metrics = trainer.fit()

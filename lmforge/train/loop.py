@@ -27,8 +27,8 @@ log point when distributed, at once otherwise.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import csv
+import dataclasses
 import math
 import random
 import signal

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..cache import cache_root
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -150,7 +152,7 @@ def measure_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: in
 
 def peak_cache_path() -> Path:
     """$LMFORGE_CACHE/peak.json, or ~/.cache/lmforge/peak.json."""
-    return Path(os.environ.get("LMFORGE_CACHE", "~/.cache/lmforge")).expanduser() / "peak.json"
+    return cache_root() / "peak.json"
 
 
 def peak_key(device: torch.device, precision: str) -> str:

@@ -170,21 +170,26 @@ def test_key_maps_round_trip():
     assert set(back) | {"decoder.weight"} == set(state)
 
 
+def _finetune_classify(tmp_path, base) -> dict:
+    """One epoch of `lmforge finetune classify --base BASE` on a toy TSV; the run's model config."""
+    rows = ["sentence\tlabel"] + [f"hello world {i}\tpos" if i % 2 else f"the lazy dog {i}\tneg"
+                                  for i in range(24)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("\n".join(rows[:9]) + "\n", encoding="utf-8")
+    rc = main(["finetune", "classify", "--base", str(base), "--data",
+               str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
+               "--out", str(tmp_path / "clf"), "--epochs", "1", "train.batch_size=8",
+               "train.progress=false", "model.pooling=cls", "task.add_special=true"])
+    assert rc == 0
+    return json.loads((tmp_path / "clf" / "model_config.json").read_text())
+
+
 def test_finetune_classify_on_imported_bert(tmp_path):
     """`lmforge finetune classify --base RUN` accepts a converted BERT run."""
     pytest.importorskip("lmforge.tasks.classify")
     save_bert(tmp_path / "hf")
     from_hf(tmp_path / "hf", tmp_path / "bert")
-    rows = ["sentence\tlabel"] + [f"hello world {i}\tpos" if i % 2 else f"the lazy dog {i}\tneg"
-                                  for i in range(24)]
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (tmp_path / "dev.tsv").write_text("\n".join(rows[:9]) + "\n", encoding="utf-8")
-    rc = main(["finetune", "classify", "--base", str(tmp_path / "bert"), "--data",
-               str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
-               "--out", str(tmp_path / "clf"), "--epochs", "1", "train.batch_size=8",
-               "train.progress=false", "model.pooling=cls", "task.add_special=true"])
-    assert rc == 0
-    cfg = json.loads((tmp_path / "clf" / "model_config.json").read_text())
+    cfg = _finetune_classify(tmp_path, tmp_path / "bert")
     assert cfg["arch"] == "bert" and cfg["head"] == "classifier"
 
 
@@ -193,16 +198,7 @@ def test_finetune_classify_directly_on_a_hugging_face_folder(tmp_path, monkeypat
     pytest.importorskip("lmforge.tasks.classify")
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
     save_bert(tmp_path / "hf")
-    rows = ["sentence\tlabel"] + [f"hello world {i}\tpos" if i % 2 else f"the lazy dog {i}\tneg"
-                                  for i in range(24)]
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (tmp_path / "dev.tsv").write_text("\n".join(rows[:9]) + "\n", encoding="utf-8")
-    rc = main(["finetune", "classify", "--base", str(tmp_path / "hf"), "--data",
-               str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
-               "--out", str(tmp_path / "clf"), "--epochs", "1", "train.batch_size=8",
-               "train.progress=false", "model.pooling=cls", "task.add_special=true"])
-    assert rc == 0
-    assert json.loads((tmp_path / "clf" / "model_config.json").read_text())["arch"] == "bert"
+    assert _finetune_classify(tmp_path, tmp_path / "hf")["arch"] == "bert"
     assert len(list((tmp_path / "cache" / "hf").iterdir())) == 1
 
 

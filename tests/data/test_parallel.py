@@ -153,7 +153,7 @@ def test_ranks_share_out_the_batches_of_one_process():
     # across epoch boundaries too
     pairs = _random_pairs()
     one = PairBatches(pairs, batch_size=16, pad_id=0, seed=7)
-    ranks = [PairBatches(pairs, batch_size=16, pad_id=0, seed=7, rank=r, world=2) for r in (0, 1)]
+    ranks = [PairBatches(pairs, batch_size=16, pad_id=0, seed=7, rank=r, world_size=2) for r in (0, 1)]
     assert len(one) % 2 == 1  # an odd epoch, so a step straddles the boundary
     for _ in range(len(one) + 2):
         for r in ranks:

@@ -8,9 +8,7 @@ The unit tests check the rank slices of `LabelledBatches` and the FLOPs count of
 from __future__ import annotations
 
 import csv
-import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -80,15 +78,11 @@ def worker(out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory) -> Path:
+def ddp_run(tmp_path_factory, torchrun) -> Path:
     """Launch the two-process job once."""
     out = tmp_path_factory.mktemp("classify-ddp")
     toy_folder(out / "toy")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LMFORGE_CACHE": str(out / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={WORLD}", __file__, "--worker", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = torchrun([__file__, "--worker", out], out / "cache", timeout=150, nproc=WORLD)
     (out / "stdout.txt").write_text(proc.stdout)
     return out
 

@@ -8,8 +8,6 @@ tests compare those runs with one process that uses the same global batch.
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -79,18 +77,14 @@ def worker(out: Path, corpus: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, torchrun) -> Path:
     """Launch the two-process job once; the tests below read what it left."""
     out = tmp_path_factory.mktemp("dist")
     corpus = out / "corpus.txt"
     corpus.write_text("\n".join(f"ROMEO: my love is {['true', 'blind', 'sweet'][i % 3]} as the "
                                 f"night; JULIET: the {['moon', 'sun', 'star'][i % 3]} doth shine."
                                 for i in range(300)) + "\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LMFORGE_CACHE": str(out / "lmforge-cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={WORLD}", __file__, "--worker", str(out), str(corpus)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun([__file__, "--worker", out, corpus], out / "lmforge-cache", timeout=170, nproc=WORLD)
     return out
 
 
@@ -150,7 +144,7 @@ def test_fsdp_trains_like_one_process_and_resumes(runs, single):
     torch.testing.assert_close(flat_params(model), flat_params(single.model), atol=1e-5, rtol=0)
 
 
-def test_torchrun_pretrain_cli_matches_one_process(runs):
+def test_torchrun_pretrain_cli_matches_one_process(runs, torchrun):
     """`torchrun -m lmforge pretrain`: rank 0 trains the tokenizer and fills the token cache,
     prints the global batch, writes the run; the curve equals one process with batch x 2."""
     from lmforge.pretrain import pretrain
@@ -160,11 +154,8 @@ def test_torchrun_pretrain_cli_matches_one_process(runs):
             "train.eval_every=4", "train.log_every=1", "train.eval_batches=2",
             "train.sample_tokens=8", "train.progress=false", "train.threads=1",
             f"data.cache_dir={runs / 'cli-cache'}", "tokenizer.kind=char"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LMFORGE_CACHE": str(runs / "lmforge-cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "lmforge", "pretrain", "--out", str(runs / "cli"), *args, "train.batch_size=2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = torchrun(["-m", "lmforge", "pretrain", "--out", runs / "cli", *args, "train.batch_size=2"],
+                    runs / "lmforge-cache", nproc=WORLD)
     assert proc.stdout.count("x world 2 x context 16") == 1  # printed once, by rank 0
     assert {"config.yaml", "tokenizer.json", "model.safetensors", "samples.txt"} <= \
         {p.name for p in (runs / "cli").iterdir()}
@@ -200,7 +191,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     worker(Path(sys.argv[2]), Path(sys.argv[3]))
 
 
-def test_torchrun_seq2seq_matches_one_process_with_accumulation(runs):
+def test_torchrun_seq2seq_matches_one_process_with_accumulation(runs, torchrun):
     """`torchrun -m lmforge finetune seq2seq`: each step the ranks take consecutive batches of
     one shared stream, so 2 ranks equal one process with grad_accum 2, across epoch ends."""
     from lmforge.tasks.seq2seq import finetune
@@ -217,12 +208,9 @@ def test_torchrun_seq2seq_matches_one_process_with_accumulation(runs):
             "tokenizer.kind=word", "tokenizer.vocab_size=60", "train.lr=3e-3", "train.warmup_steps=2",
             "train.progress=false", "train.threads=1", "train.max_steps=8", "train.eval_every=8",
             "train.log_every=1", "train.batch_size=16"]  # 90 pairs: 6 batches, an epoch every 3 steps
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LMFORGE_CACHE": str(runs / "lmforge-cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "lmforge", "finetune", "seq2seq", "--task", "translate", "--data", str(data),
-           "--src", "xx", "--tgt", "yy", "--out", str(runs / "s2s-ddp"), *tiny]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(["-m", "lmforge", "finetune", "seq2seq", "--task", "translate", "--data", data,
+              "--src", "xx", "--tgt", "yy", "--out", runs / "s2s-ddp", *tiny],
+             runs / "lmforge-cache", nproc=WORLD)
     finetune(task="translate", data=data, src="xx", tgt="yy", out=runs / "s2s-one",
              overrides=[*tiny, "train.grad_accum=2"], log=lambda *a: None)
     a, b = train_losses(runs / "s2s-ddp"), train_losses(runs / "s2s-one")
