@@ -38,34 +38,16 @@ from typing import Any, Callable
 import torch
 
 from .config import Config, ConfigError, apply_overrides, config_from_dict
+from .models.registry import BACKBONES, arena_archs
 
 CSV_COLUMNS = ["arch", "params", "tokens_per_s", "best_val_loss", "val_ppl", "wall_s"]
 
-# Each family's recipe for a char- or subword-level corpus at ~0.1-10M parameters. The width
-# (d_model) is set by the parameter budget; everything else is the family's default, and the
-# learning rate is each family's own (AdamW, cosine decay to lr/10, 0.1 weight decay). The
-# rates come from a sweep on Tiny Shakespeare at 1M parameters and 60 s per run (docs/arena.md):
-# each is the best measured there or one step below it, since longer budgets favour lower rates.
+# Each family's recipe for a char- or subword-level corpus at ~0.1-10M parameters lives with
+# the family in models/registry.py (`BackboneSpec.arena`). The width (d_model) is set by the
+# parameter budget; everything else is the family's default, and the learning rate is each
+# family's own (AdamW, cosine decay to lr/10, 0.1 weight decay; docs/arena.md).
 ARCH_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    # a table lookup has nothing to destabilise: a high rate converges within the budget
-    "bigram": {"model": {}, "train": {"lr": 3e-2, "weight_decay": 0.0}},
-    # Bengio et al. 2003: 16-token window, 64-wide embeddings, two tanh layers
-    "mlp": {"model": {"extra": {"context": 16}, "d_embed": 64, "n_layers": 2,
-                      "activation": "tanh"}, "train": {"lr": 5e-3}},
-    # Elman RNN, tanh (the fused kernel); gradient clipping at 1.0 keeps it stable
-    "rnn": {"model": {"n_layers": 2, "activation": "tanh"}, "train": {"lr": 3e-3}},
-    "lstm": {"model": {"n_layers": 2}, "train": {"lr": 5e-3}},
-    "gru": {"model": {"n_layers": 2}, "train": {"lr": 5e-3}},
-    # WaveNet/ByteNet stack, dilations 1..32: a 127-token receptive field
-    "cnn": {"model": {"n_layers": 6, "kernel_size": 3, "activation": "gelu"},
-            "train": {"lr": 3e-3}},
-    # Lai et al. 2015, causal: LSTM left context + tanh projection
-    "rcnn": {"model": {"n_layers": 1, "cell": "lstm", "activation": "tanh"},
-             "train": {"lr": 5e-3}},
-    # a small pre-LayerNorm decoder
-    "gpt": {"model": {"n_layers": 4, "n_heads": 4, "activation": "gelu"}, "train": {"lr": 3e-3}},
-}
-RECURRENT = ("rnn", "lstm", "gru", "rcnn")  # carry state across windows (truncated BPTT)
+    name: BACKBONES[name].arena for name in arena_archs()}  # type: ignore[misc]
 EVAL_POINTS = 10  # evaluations per run: enough points for a curve
 
 
@@ -172,7 +154,7 @@ def arch_config(arch: str, *, data: str, out: Path, tokenizer_path: Path, vocab_
         "model": {"arch": arch, "max_len": context, **recipe["model"]},
         "tokenizer": {"path": str(tokenizer_path)},
         "data": dict(common["data"], path=str(data)),
-        "train": {"batch_size": batch_size, "tbptt": tbptt and arch in RECURRENT,
+        "train": {"batch_size": batch_size, "tbptt": tbptt and BACKBONES[arch].recurrent,
                   **common["train"], **recipe["train"]},
         "out": str(out / arch),
     }

@@ -19,20 +19,15 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+from .models.registry import known as known_backbone
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu")  # gelu_tanh: GPT-2's gelu_new
-
-
-# default `model.activation` per architecture (tanh keeps torch's fused RNN kernel)
-FAMILY_ACTIVATIONS = {"rnn": "tanh", "rcnn": "tanh", "mlp": "tanh"}
-
-
-class ConfigError(ValueError):
-    """A bad config value or key; the message names it."""
 
 
 @dataclass
 class ModelConfig:
-    """Architecture. `arch` names an entry of `lmforge.models.build.BACKBONES`."""
+    """Architecture. `arch` names a family of `lmforge.models.registry.BACKBONES`."""
 
     arch: str = "gpt"
     head: str = "causal_lm"  # causal_lm | masked_lm | classifier | seq2seq
@@ -64,7 +59,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if not self.activation:  # the textbook non-linearity of each family
-            self.activation = FAMILY_ACTIVATIONS.get(self.arch, "gelu")
+            spec = known_backbone(self.arch)
+            self.activation = spec.activation if spec else "gelu"
 
     @property
     def ff_width(self) -> int:
@@ -82,7 +78,10 @@ class ModelConfig:
         for name in ("d_model", "n_layers", "max_len"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.arch in ("gpt", "bert", "transformer") and self.d_model % self.n_heads:
+        spec = known_backbone(self.arch)
+        if spec is not None and spec.needs_heads and self.n_heads <= 0:
+            raise ConfigError(f"model.n_heads must be positive, got {self.n_heads}")
+        if spec is not None and spec.needs_heads and self.d_model % self.n_heads:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}"
             )
@@ -326,4 +325,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write `cfg` as YAML atomically: a crash leaves the old file or the new one, never half."""
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,36 +1,25 @@
-"""`lmforge finetune classify|seq2seq|lm ...`: dispatch to the task that fine-tunes.
+"""`lmforge finetune KIND ...`: dispatch to the task that fine-tunes (tasks/registry.py).
 
 Python API: `lmforge.finetune(kind, **options)` calls the task's `finetune` function.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
-
-# kind -> (module with `finetune(...)` and `finetune_cli(argv)`)
-KINDS = {
-    "classify": "lmforge.tasks.classify",
-    "seq2seq": "lmforge.tasks.seq2seq",
-    "lm": "lmforge.tasks.lm_finetune",
-}
+from .tasks.registry import finetune_spec, finetune_tasks, resolve
 
 
 def finetune(kind: str, **options: Any) -> Path:
-    """Fine-tune for `kind` (classify, seq2seq, lm); returns the run directory."""
-    if kind not in KINDS:
-        raise ConfigError(f"finetune kind {kind!r} is unknown; valid: {', '.join(KINDS)}")
-    return importlib.import_module(KINDS[kind]).finetune(**options)
+    """Fine-tune for `kind` (a task of the registry: classify, seq2seq, lm, ...); returns
+    the run directory."""
+    return resolve(finetune_spec(kind).finetune).finetune(**options)
 
 
 def cli(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lmforge finetune {classify,seq2seq,lm} [options]  (add --help for each)")
+        print(f"usage: lmforge finetune {{{','.join(finetune_tasks())}}} [options]  (add --help for each)")
         return 0 if argv else 2
     kind, rest = argv[0], argv[1:]
-    if kind not in KINDS:
-        raise ConfigError(f"finetune kind {kind!r} is unknown; valid: {', '.join(KINDS)}")
-    return int(importlib.import_module(KINDS[kind]).finetune_cli(rest) or 0)
+    return int(resolve(finetune_spec(kind).finetune).finetune_cli(rest) or 0)

@@ -17,6 +17,7 @@ import torch
 from .config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml, save_config
 from .models.build import build_model, count_parameters
 from .run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config
+from .tasks.registry import pretrain_task
 from .train import distributed
 from .train.checkpoint import TRAINER_STATE, atomic_write_text, load_weights
 from .train.loop import Trainer, pick_device
@@ -109,7 +110,7 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
         f"train {len(corpus.train):,} / val {len(corpus.val):,} tokens | device {device} | "
         f"{tokens_per_step:,} tokens per step (batch {tcfg.batch_size} x accum {tcfg.grad_accum}"
         f" x world {info.world_size} x context {cfg.model.max_len})")
-    task_cls = _task_class(cfg.model.head)
+    task_cls = pretrain_task(cfg.model.head)
     if "world_size" in inspect.signature(task_cls).parameters:
         # one seed everywhere: each rank takes its slice of the same global batch
         shard: dict[str, Any] = {"seed": tcfg.seed, "rank": info.rank, "world_size": info.world_size}
@@ -137,20 +138,6 @@ def _shared_tokenizer(cfg: Config, files: list[Path], run_dir: Path, resume: boo
 
     data = prepare_tokenizer(cfg, files, run_dir, resume, log).to_json() if info.rank == 0 else None
     return Tokenizer.from_json(distributed.broadcast_object(data))
-
-
-def _task_class(head: str):
-    """The pretraining objective that goes with a model head."""
-    if head == "causal_lm":
-        from .tasks.lm import LanguageModelingTask
-
-        return LanguageModelingTask
-    if head == "masked_lm":
-        from .tasks.mlm import MaskedLMTask
-
-        return MaskedLMTask
-    raise ConfigError(f"model.head={head!r} cannot be pretrained; use causal_lm or masked_lm "
-                      "(fine-tune other heads with `lmforge finetune`)")
 
 
 def _quiet(*args: Any, **kwargs: Any) -> None:

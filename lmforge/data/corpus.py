@@ -71,6 +71,18 @@ def resolve_corpus_files(path: str | Path) -> list[Path]:
     return files
 
 
+def corpus_split(path: str | Path, split: str | None) -> str:
+    """`--data DIR --split NAME`: the split's file (NAME.txt, NAME.md, NAME.jsonl) or folder
+    (NAME/) inside DIR; `path` itself when no split is named or `path` is not a folder."""
+    p = Path(path)
+    if not split or not p.is_dir():
+        return str(path)
+    for candidate in [p / f"{split}{suffix}" for suffix in CORPUS_SUFFIXES] + [p / split]:
+        if candidate.exists():
+            return str(candidate)
+    raise ConfigError(f"{p}: no {split} split ({split}.txt, {split}.jsonl or a {split}/ folder)")
+
+
 # --------------------------------------------------------------------------- reading documents
 
 

@@ -230,8 +230,9 @@ def warn_if_one_class(split: LabelledSplit) -> bool:
 
 
 def find_split_file(folder: Path, split: str) -> Path | None:
-    """The file of `split` ("train", "dev" or "test") in a folder: dev.tsv, val.jsonl, ..."""
-    for stem in SPLIT_NAMES[split]:
+    """The file of `split` ("train", "dev", "test" or another name) in a folder: dev.tsv,
+    val.jsonl, ..."""
+    for stem in SPLIT_NAMES.get(split, (split,)):
         for suffix in SUFFIXES:
             path = folder / f"{stem}{suffix}"
             if path.is_file():
@@ -261,9 +262,15 @@ def resolve_splits(data: str | Path, dev: str | Path | None = None,
     return files
 
 
-def evaluation_file(data: str | Path) -> Path:
-    """The file to score: `data` itself, or a folder's test file (its dev file when it has no test)."""
+def evaluation_file(data: str | Path, split: str | None = None) -> Path:
+    """The file to score: `data` itself, or a folder's `split` file (default: its test file,
+    its dev file when it has no test)."""
     data = Path(data)
+    if data.is_dir() and split:
+        path = find_split_file(data, split)
+        if path is None:
+            raise ConfigError(f"{data}: no {split} file ({split}.tsv, {split}.csv, {split}.jsonl, ...)")
+        return path
     if data.is_dir():
         path = find_split_file(data, "test") or find_split_file(data, "dev")
         if path is None:

@@ -32,7 +32,7 @@ from .state import reorder_state
 
 def context_limit(model: nn.Module) -> int | None:
     """Longest sequence the model attends over at once (KV-cache models), None when unbounded."""
-    return model.config.max_len if hasattr(model.backbone, "init_state") else None
+    return model.config.max_len if model.backbone.kv_cache else None
 
 
 def check_causal(model: nn.Module) -> None:
@@ -44,7 +44,7 @@ def check_causal(model: nn.Module) -> None:
                 else "")
         raise ValueError(f"generation needs a causal language model (head causal_lm), got "
                          f"{type(model).__name__}{hint}")
-    if not getattr(backbone, "causal", False):
+    if not backbone.causal:
         raise ValueError(f"generation needs a causal backbone; {type(backbone).__name__} sees "
                          f"future tokens (bidirectional or non-causal)")
 
@@ -88,7 +88,7 @@ class LMState:
 
 def _select_fn(backbone: nn.Module) -> Callable[[Any, torch.Tensor], Any]:
     # recurrent states keep torch's (layers, B, H) layout: the backbone knows its batch dim
-    return getattr(backbone, "select_state", None) or reorder_state
+    return backbone.select_state
 
 
 def _accepts_positions(backbone: nn.Module) -> bool:
@@ -221,7 +221,7 @@ def start_decoding(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_t
         raise ValueError("every prompt must hold at least one token (use the <eos>/<bos> id)")
     if not use_cache:
         return _recompute_decoding(model, rows, max_new_tokens)
-    if hasattr(model.backbone, "init_state"):
+    if model.backbone.kv_cache:
         return _kv_decoding(model, rows, max_new_tokens)
     return _carried_decoding(model, rows)
 

@@ -76,6 +76,7 @@ def cli(argv: list[str]) -> int:
     """lmforge generate RUN --prompt TEXT [sampling / beam options]"""
     args = build_parser().parse_args(argv)
     from ..run import load_run, read_model_config
+    from ..tasks.registry import task_of_run
     from .sampling import DecodeOptions
 
     prompts = read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
@@ -87,8 +88,12 @@ def cli(argv: list[str]) -> int:
         stop=[unescape(s) for s in args.stop], use_cache=not args.no_cache)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if read_model_config(args.run).head == "seq2seq":
+    decode = task_of_run(args.run).decode
+    if decode == "seq2seq":
         return _seq2seq(args, prompts, options)
+    if decode != "causal":
+        raise ValueError(f"{args.run}: a {read_model_config(args.run).head} run does not generate "
+                         "text; generation needs a causal language model (head causal_lm)")
     run = load_run(args.run, device=args.device, weights=args.weights)
     many = len(prompts) * options.num_samples > 1
 

@@ -28,6 +28,7 @@ from ..config import ConfigError, ModelConfig
 from ..nn.activation import get_activation
 from ..nn.conv import last_window
 from ..nn.recurrent import lengths_from_mask, select_state
+from .backbone import Backbone
 
 
 def _refuse_bidirectional(config: ModelConfig) -> None:
@@ -36,7 +37,7 @@ def _refuse_bidirectional(config: ModelConfig) -> None:
                           f"(a fixed left-context baseline)")
 
 
-class Bigram(nn.Module):
+class Bigram(Backbone):
     """ids (B, T) -> [e(ids); 1] (B, T, d_model + 1): a factorised bigram table plus bias."""
 
     causal = True
@@ -48,7 +49,7 @@ class Bigram(nn.Module):
         self.out_dim = config.d_model + 1
         nn.init.normal_(self.embed.weight, std=0.02)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def init_weights(self, module: nn.Module) -> None:
         """Init for the output layer that a head adds (called by `heads.CausalLM`)."""
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
@@ -60,7 +61,7 @@ class Bigram(nn.Module):
         return torch.cat([e, ones], dim=-1), None  # (B, T, D + 1)
 
 
-class BengioMLP(nn.Module):
+class BengioMLP(Backbone):
     """Fixed-window MLP language model: ids (B, T) -> hidden (B, T, d_model)."""
 
     causal = True
@@ -87,7 +88,7 @@ class BengioMLP(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.1)
         nn.init.normal_(self.start, std=0.1)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def init_weights(self, module: nn.Module) -> None:
         """Init for an untied output layer that a head adds (called by `heads.CausalLM`)."""
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)

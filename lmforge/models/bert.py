@@ -22,6 +22,7 @@ from ..nn.activation import get_activation
 from ..nn.attention import SelfAttention
 from ..nn.mlp import MLP
 from ..nn.positional import LearnedPositions, Rotary
+from .backbone import Backbone
 from .heads import IGNORE_INDEX
 
 TYPE_VOCAB_KEY = "type_vocab_size"  # model.extra key: number of segment (token-type) ids
@@ -52,7 +53,7 @@ class Block(nn.Module):
         return self.ln2(x + self.mlp(x))
 
 
-class BERT(nn.Module):
+class BERT(Backbone):
     """Bidirectional Transformer encoder backbone: ids (B, T) -> hidden (B, T, D).
 
     `forward` also takes `token_type_ids` (B, T) (segment A = 0, B = 1; default all 0).
@@ -80,9 +81,9 @@ class BERT(nn.Module):
         )
         # pooler: tanh(W h_[CLS] + b), the sentence vector BERT's classifiers read
         self.pooler = nn.Linear(c.d_model, c.d_model, bias=c.bias)
-        self.apply(self._init_weights)
+        self.apply(self.init_weights)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def init_weights(self, module: nn.Module) -> None:
         # BERT init: N(0, 0.02) everywhere (no depth-scaled residual init, unlike GPT-2)
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -137,7 +138,7 @@ class MaskedLM(nn.Module):
         self.act = get_activation(config.activation)
         self.norm = nn.LayerNorm(D, eps=config.norm_eps, bias=config.bias)
         self.decoder = nn.Linear(D, config.vocab_size, bias=True)
-        init = getattr(backbone, "_init_weights", None) or _normal_init
+        init = backbone.init_weights
         init(self.transform)
         init(self.decoder)
         if config.tie_embeddings and backbone.embed.weight.shape == self.decoder.weight.shape:
@@ -162,9 +163,3 @@ class MaskedLM(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                    ignore_index=IGNORE_INDEX)
         return logits, loss
-
-
-def _normal_init(module: nn.Module) -> None:
-    nn.init.normal_(module.weight, mean=0.0, std=0.02)
-    if getattr(module, "bias", None) is not None:
-        nn.init.zeros_(module.bias)

@@ -1,22 +1,8 @@
-"""Name -> builder registry. `build_model(config)` is the only way models are constructed.
+"""`build_model(config)`: the only way models are constructed.
 
-A *backbone* maps token ids to hidden states and follows one contract:
-
-    backbone = build_backbone(cfg)                 # nn.Module
-    hidden, state = backbone(ids, mask=None, state=None)
-        ids    (B, T) int64
-        mask   (B, T) bool, True at real tokens (None = no padding)
-        hidden (B, T, backbone.out_dim)
-        state  whatever lets the next call continue the sequence: the KV cache of a
-               Transformer decoder, (h, c) of an LSTM, the conv window of a CNN;
-               None in, fresh state out.
-
-Every backbone has the attributes
-    causal:  bool           True when position t sees only positions <= t
-    out_dim: int            width of `hidden`
-    embed:   nn.Embedding   the token embedding (tied heads, GloVe loading)
-
-A *head* (`lmforge.models.heads`) wraps a backbone and returns `(logits, loss)`.
+The backbone families and their capabilities are in `models/registry.py`; the backbone
+contract is `models/backbone.py`. A *head* (`lmforge.models.heads`) wraps a backbone and
+returns `(logits, loss)`.
 """
 
 from __future__ import annotations
@@ -27,20 +13,11 @@ from typing import Callable
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
+from .registry import BACKBONES as _SPECS
+from .registry import backbone_spec, buildable
 
-# arch name -> "module:function" building the backbone from a ModelConfig. Imported lazily so a
-# family's dependencies load only when used.
-BACKBONES: dict[str, str] = {
-    "gpt": "lmforge.models.gpt:build_gpt",
-    "bigram": "lmforge.models.baselines:build_bigram",
-    "mlp": "lmforge.models.baselines:build_mlp",
-    "rnn": "lmforge.models.rnn:build_rnn",
-    "lstm": "lmforge.models.rnn:build_lstm",
-    "gru": "lmforge.models.rnn:build_gru",
-    "cnn": "lmforge.models.cnn:build_cnn",
-    "rcnn": "lmforge.models.rcnn:build_rcnn",
-    "bert": "lmforge.models.bert:build_bert",
-}
+# arch -> "module:function" of its builder: a read-only view of the registry for round-1 callers
+BACKBONES: dict[str, str] = {name: spec.build for name, spec in _SPECS.items() if spec.build}
 
 # head name -> "module:class"; each class is constructed as Head(backbone, config)
 HEADS: dict[str, str] = {
@@ -48,13 +25,12 @@ HEADS: dict[str, str] = {
     "masked_lm": "lmforge.models.bert:MaskedLM",
     "classifier": "lmforge.models.heads:Classifier",
     "seq2seq": "lmforge.models.seq2seq:build_seq2seq",
+    "extractive": "lmforge.models.extractive:build_extractive",
 }
 
 
-def _resolve(table: dict[str, str], name: str, what: str) -> Callable:
-    if name not in table:
-        raise ConfigError(f"model.{what}={name!r} is unknown; valid: {', '.join(sorted(table))}")
-    module_name, attr = table[name].split(":")
+def _load(target: str) -> Callable:
+    module_name, attr = target.split(":")
     return getattr(importlib.import_module(module_name), attr)
 
 
@@ -63,15 +39,19 @@ def build_backbone(config: ModelConfig) -> nn.Module:
     config.validate()
     if config.vocab_size <= 0:
         raise ConfigError("model.vocab_size must be set (it is normally taken from the tokenizer)")
-    return _resolve(BACKBONES, config.arch, "arch")(config)
+    spec = backbone_spec(config.arch)
+    if spec.build is None:
+        raise ConfigError(f"model.arch={config.arch!r} is unknown; valid: {', '.join(sorted(buildable()))}")
+    return _load(spec.build)(config)
 
 
 def build_model(config: ModelConfig) -> nn.Module:
     """Build backbone + head as named by `config.arch` and `config.head`."""
-    if config.head == "seq2seq":  # an encoder-decoder builds its own two backbones
-        return _resolve(HEADS, "seq2seq", "head")(config)
-    head_cls = _resolve(HEADS, config.head, "head")
-    return head_cls(build_backbone(config), config)
+    if config.head not in HEADS:
+        raise ConfigError(f"model.head={config.head!r} is unknown; valid: {', '.join(sorted(HEADS))}")
+    if config.head in ("seq2seq", "extractive"):  # these build their own backbones
+        return _load(HEADS[config.head])(config)
+    return _load(HEADS[config.head])(build_backbone(config), config)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -25,6 +25,7 @@ from torch import nn
 from ..config import ConfigError, ModelConfig
 from ..nn.conv import ConvBlock, MultiWidthConv, receptive_field
 from ..nn.recurrent import lengths_from_mask, select_state
+from .backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def conv_dilations(config: ModelConfig) -> list[int]:
     return dilations
 
 
-class CNN(nn.Module):
+class CNN(Backbone):
     """Convolutional backbone: ids (B, T) -> hidden (B, T, out_dim)."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -82,12 +83,12 @@ class CNN(nn.Module):
             # a same-padded stack sees as far to the right as a causal one sees to the left
             rf = receptive_field(c.kernel_size, self.dilations)
             self.receptive_field = rf if self.causal else 2 * rf - 1
-        self.apply(self._init_weights)
+        self.apply(self.init_weights)
         log.info("cnn: %s, kernel %d, dilations %s, receptive field %d tokens",
                  "causal" if self.causal else "non-causal", c.kernel_size, self.dilations,
                  self.receptive_field)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def init_weights(self, module: nn.Module) -> None:
         # GPT-2 style: N(0, 0.02), residual branch outputs scaled by 1/sqrt(2 * n_layers)
         if isinstance(module, (nn.Linear, nn.Conv1d)):
             std = 0.02

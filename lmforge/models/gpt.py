@@ -15,6 +15,7 @@ from ..config import ModelConfig
 from ..nn.attention import KVCache, SelfAttention
 from ..nn.mlp import MLP
 from ..nn.positional import LearnedPositions, Rotary
+from .backbone import Backbone
 
 
 class Block(nn.Module):
@@ -34,7 +35,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class GPT(nn.Module):
+class GPT(Backbone):
     """Decoder-only Transformer backbone: ids (B, T) -> hidden (B, T, D).
 
     `state` is a list of per-layer `KVCache`s from `init_state`; with it, each call appends
@@ -42,6 +43,7 @@ class GPT(nn.Module):
     """
 
     causal = True
+    kv_cache = True  # init_state pre-allocates KV caches of max_len positions
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -59,9 +61,9 @@ class GPT(nn.Module):
             for _ in range(c.n_layers)
         )
         self.ln_f = nn.LayerNorm(c.d_model, eps=c.norm_eps, bias=c.bias)
-        self.apply(self._init_weights)
+        self.apply(self.init_weights)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def init_weights(self, module: nn.Module) -> None:
         # GPT-2 init: N(0, 0.02); residual output projections scaled by 1/sqrt(2 * n_layers)
         # so the residual stream's variance does not grow with depth.
         if isinstance(module, nn.Linear):

@@ -24,8 +24,8 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(backbone.out_dim, config.vocab_size, bias=False)
         if config.tie_embeddings and backbone.embed.weight.shape == self.lm_head.weight.shape:
             self.lm_head.weight = backbone.embed.weight
-        elif hasattr(backbone, "_init_weights"):
-            backbone._init_weights(self.lm_head)
+        else:
+            backbone.init_weights(self.lm_head)
 
     @property
     def causal(self) -> bool:
@@ -128,7 +128,7 @@ class Classifier(nn.Module):
         self.binary = bool(extra.get("binary_head", False))
         if self.binary and config.n_classes != 2:
             raise ValueError(f"model.extra.binary_head needs n_classes=2, got {config.n_classes}")
-        self.bidirectional = bool(getattr(backbone, "bidirectional", False))
+        self.bidirectional = bool(backbone.bidirectional)
         self.always_mask = bool(extra.get("always_mask", False))
         self.dropout = nn.Dropout(float(extra.get("head_dropout", config.dropout)))
         self.head = nn.Linear(backbone.out_dim, 1 if self.binary else config.n_classes)

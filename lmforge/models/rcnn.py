@@ -24,6 +24,7 @@ from torch import nn
 from ..config import ConfigError, ModelConfig
 from ..nn.activation import get_activation
 from ..nn.recurrent import FUSED, State, lengths_from_mask, run_fused, select_state
+from .backbone import Backbone
 from .cnn import is_causal
 
 
@@ -47,7 +48,7 @@ def _top_h(state: State) -> torch.Tensor:
     return h[-1]
 
 
-class RCNN(nn.Module):
+class RCNN(Backbone):
     """Lai et al. (2015): ids (B, T) -> y (B, T, d_model); causal uses left context only."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -75,13 +76,6 @@ class RCNN(nn.Module):
         self.proj = nn.Linear(n_ctx * H + E, H, bias=c.bias)
         self.act = get_activation(c.activation or "tanh")
         nn.init.normal_(self.embed.weight, std=0.1)  # see models/rnn.py
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """Init for an untied output layer that a head adds (called by `heads.CausalLM`)."""
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 state: State = None) -> tuple[torch.Tensor, State]:

@@ -22,6 +22,7 @@ from torch import nn
 from ..config import ConfigError, ModelConfig
 from ..nn.recurrent import (CELLS, FUSED, FUSED_RNN_ACTIVATIONS, State, run_cells, run_fused,
                             select_state)
+from .backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def check_direction(config: ModelConfig) -> None:
         )
 
 
-class RecurrentBackbone(nn.Module):
+class RecurrentBackbone(Backbone):
     """Token embedding then a stacked RNN / LSTM / GRU: ids (B, T) -> hidden (B, T, dirs*H)."""
 
     def __init__(self, config: ModelConfig, kind: str) -> None:
@@ -76,13 +77,6 @@ class RecurrentBackbone(nn.Module):
         # N(0, 0.1) embeddings: small enough that a tied output layer starts near uniform,
         # large enough to drive the recurrence (torch's N(0, 1) saturates tanh gates)
         nn.init.normal_(self.embed.weight, std=0.1)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """Init for an untied output layer that a head adds (called by `heads.CausalLM`)."""
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 state: State = None) -> tuple[torch.Tensor, State]:

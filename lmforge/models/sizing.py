@@ -19,13 +19,15 @@ import torch
 
 from ..config import ConfigError, ModelConfig
 from .build import build_model, count_parameters
+from .registry import backbone_spec
 
 MAX_WIDTH = 1 << 16  # the search gives up past this d_model
 TOLERANCE = 0.5  # a result further than this (relative) from the target is an error
 
 
 def _width_step(arch: str, base: ModelConfig) -> int:
-    return base.n_heads if arch in ("gpt", "bert") else 1
+    # attention families keep n_heads dividing d_model
+    return base.n_heads if backbone_spec(arch).needs_heads else 1
 
 
 def _with_width(base: ModelConfig, d_model: int) -> ModelConfig:

@@ -63,15 +63,14 @@ def create_app(run_dir: str | Path, device: str = "auto"):
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
     run_dir = Path(run_dir)
+    from ..tasks.registry import resolve, task_of_run
+
     head = read_model_config(run_dir).head
-    if head == "classifier":
-        from ..tasks.classify import TextClassifier
-
-        classifier, run = TextClassifier.load(run_dir, device=device), None
-    elif head == "causal_lm":
-        from ..run import load_run
-
-        classifier, run = None, load_run(run_dir, device=device)
+    spec = task_of_run(run_dir)
+    if spec.serve == "classify":
+        classifier, run = resolve(spec.load)(run_dir, device=device), None
+    elif spec.serve == "completions":
+        classifier, run = None, resolve(spec.load)(run_dir, device=device)
     else:
         raise ConfigError(f"{run_dir}: serving supports causal_lm and classifier runs, not {head!r}")
     name = run_dir.name

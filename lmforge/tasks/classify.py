@@ -45,6 +45,7 @@ from ..data.labelled import (LABELS_FILE, LabelledBatches, LabelledSplit, LabelM
 from ..eval.metrics import classification_report, plot_confusion_matrix
 from ..models.build import build_backbone, count_parameters
 from ..models.heads import Classifier
+from ..models.registry import backbone_spec
 from ..nn.lora import lora_options, mark_only_lora_and_head_trainable, merge_lora
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, Run, load_run, read_model_config
 from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, atomic_write_text,
@@ -54,8 +55,6 @@ from ..train.loop import Trainer, pick_device
 
 T = TypeVar("T")
 
-# backbones whose positions are learned up to model.max_len: texts may not be longer
-POSITIONAL_ARCHS = ("gpt", "bert")
 MAX_UNKNOWN = 0.5  # a base tokenizer turning more than this share of tokens into <unk> is refused
 
 # from-scratch defaults when no --config is given (a YAML recipe overrides any of them)
@@ -392,7 +391,7 @@ def base_model_config(base: Path, user_model: dict[str, Any]) -> ModelConfig:
         elif key in data and ModelConfig.from_dict({key: value}).__dict__[key] != data[key]:
             raise ConfigError(f"model.{key}={value!r} differs from the base run's {data[key]!r}; "
                               f"fine-tuning --base {base} keeps its architecture")
-    if data["arch"] in POSITIONAL_ARCHS and data["max_len"] > cfg.max_len:
+    if backbone_spec(data["arch"]).positional and data["max_len"] > cfg.max_len:
         raise ConfigError(f"model.max_len={data['max_len']} exceeds the base run's {cfg.max_len} positions")
     if cfg.head == "causal_lm" and data["arch"] in ("cnn", "rcnn"):
         data["extra"] = {**data["extra"], "causal": True}  # keep the pretrained causal layout
@@ -583,7 +582,7 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
     if info.enabled:
         tokenizer = Tokenizer.from_json(tokenizer)
     max_len = opts.max_len or cfg.model.max_len
-    if cfg.model.arch in POSITIONAL_ARCHS and max_len > cfg.model.max_len:
+    if backbone_spec(cfg.model.arch).positional and max_len > cfg.model.max_len:
         raise ConfigError(f"task.max_len={max_len} exceeds model.max_len={cfg.model.max_len} "
                           f"({cfg.model.arch} has that many positions)")
     encoded = {}
@@ -805,6 +804,7 @@ def evaluate_cli(argv: list[str]) -> int:
                                 description="Score a classifier run on a labelled file or folder.")
     p.add_argument("run", help="classifier run directory")
     p.add_argument("--data", required=True, help="labelled file, or a folder (its test file)")
+    p.add_argument("--split", help="with a folder: the split to score (test, dev, ...)")
     p.add_argument("--text-field")
     p.add_argument("--label-field")
     p.add_argument("--out", help="folder for scores.json, confusion.png, predictions.tsv "
@@ -813,7 +813,7 @@ def evaluate_cli(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     clf = TextClassifier.load(args.run, device=args.device, weights=args.weights)
-    path = evaluation_file(args.data)
+    path = evaluation_file(args.data, args.split)
     out = Path(args.out) if args.out else Path(args.run) / "eval" / path.stem
     report = clf.evaluate(path, args.text_field, args.label_field, out_dir=out)
     print(format_report(report))

@@ -64,13 +64,16 @@ def evaluate_cli(argv: list[str]) -> int:
                                      description="Loss and perplexity of a language model on a corpus.")
     parser.add_argument("run")
     parser.add_argument("--data", required=True, help="text file, folder, glob or .jsonl")
+    parser.add_argument("--split", help="with a folder: score only its NAME.txt / NAME.jsonl / NAME/")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=0, help="0 = all")
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    from ..data.corpus import corpus_split
     from ..run import load_run
 
+    args.data = corpus_split(args.data, args.split)
     run = load_run(args.run, device=args.device)
     result = evaluate_lm(run, args.data, args.batch_size, args.max_tokens, args.text_field)
     print(f"{Path(args.data).name}: {result['tokens']:,} tokens | loss {result['loss']:.4f} | "

@@ -204,6 +204,7 @@ def evaluate_cli(argv: list[str]) -> int:
         "perplexity over the masked tokens.")
     parser.add_argument("run", help="run directory (model.head = masked_lm)")
     parser.add_argument("--data", required=True, help="text file, folder, glob or .jsonl")
+    parser.add_argument("--split", help="with a folder: score only its NAME.txt / NAME.jsonl / NAME/")
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-batches", type=int, default=0, help="0 = every window of the data")
@@ -212,9 +213,10 @@ def evaluate_cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.max_batches < 0:
         raise ConfigError("--batch-size must be >= 1 and --max-batches >= 0")
-    from ..data.corpus import resolve_corpus_files, tokenize_corpus
+    from ..data.corpus import corpus_split, resolve_corpus_files, tokenize_corpus
     from ..run import load_run
 
+    args.data = corpus_split(args.data, args.split)
     run = load_run(args.run, device=args.device)
     if run.model_config.head != "masked_lm":
         raise ConfigError(f"{args.run}: model.head={run.model_config.head!r}, not masked_lm")

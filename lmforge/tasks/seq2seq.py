@@ -701,10 +701,6 @@ def evaluate_cli(argv: list[str]) -> int:
     parser.add_argument("--out", help="folder for outputs (default RUN/eval)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    if read_model_config(args.run).head == "extractive":
-        from .extractive import evaluate_cli as extractive_cli
-
-        return extractive_cli(argv)
     run = load_seq2seq(args.run, device=args.device)
     result = evaluate(run, args.data, args.split, args.beams, args.limit, args.out, args.batch_size)
     names = ("bleu", "chrf") if run.opts.kind == "translate" else ("rouge1", "rouge2", "rougeL")

@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..io import atomic_write_text  # noqa: F401  (re-exported: writers of run files import it here)
+
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -40,14 +42,6 @@ def _fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text through a temp file and a rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:

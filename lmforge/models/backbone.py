@@ -1,0 +1,60 @@
+"""The backbone contract, with a default for every optional hook.
+
+A backbone maps token ids to hidden states:
+
+    hidden, state = backbone(ids, mask=None, state=None)
+        ids    (B, T) int64
+        mask   (B, T) bool, True at real tokens (None = no padding)
+        hidden (B, T, backbone.out_dim)
+        state  whatever lets the next call continue the sequence: the KV cache of a
+               Transformer decoder, (h, c) of an LSTM, the conv window of a CNN;
+               None in, fresh state out.
+
+Every backbone subclasses `Backbone` and sets `out_dim` and `embed` in `__init__`; the rest
+has defaults that a family overrides only where it differs. Heads (`models/heads.py`),
+decoding (`generate/`) and fine-tuning read these attributes directly — no `getattr` probes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..nn.state import reorder_state
+
+
+class Backbone(nn.Module):
+    """Base class of every backbone family (see the module docstring for the contract)."""
+
+    causal: bool = True  # position t sees only positions <= t (may generate left to right)
+    bidirectional: bool = False  # reads both ways (recurrent nets): the classifier pools both
+    kv_cache: bool = False  # `init_state` pre-allocates a cache bounded by config.max_len
+    # set in __init__ (annotations only: a class attribute would shadow nn.Module's registry)
+    out_dim: int  # width of `hidden`
+    embed: nn.Embedding  # the token embedding (tied heads, GloVe vectors)
+    # blocks: nn.ModuleList — the repeated layers, where a family has them (GPT, BERT, Llama):
+    # activation checkpointing and LoRA-by-name walk them
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
+                state: Any = None) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, max_len: int | None = None,
+                   device: torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
+        """A fresh decoding state for `batch_size` rows; None when the family builds its
+        state on the first call (recurrent nets, CNN windows)."""
+        return None
+
+    @staticmethod
+    def select_state(state: Any, rows: torch.Tensor) -> Any:
+        """Keep (and repeat) batch rows of a state (beam search); batch-first by default."""
+        return reorder_state(state, rows)
+
+    def init_weights(self, module: nn.Module) -> None:
+        """Init of a layer a head adds on top (an untied output layer): N(0, 0.02), zero bias."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
