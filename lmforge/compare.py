@@ -334,7 +334,7 @@ def compare(archs: list[str] | str, data: str | Path, budget: str | Budget,
     from .data.corpus import resolve_corpus_files, tokenize_corpus
     from .models.sizing import params_of
     from .pretrain import pretrain, prepare_tokenizer
-    from .train.loop import pick_device
+    from .train.runtime import pick_device
 
     archs = parse_archs(archs)
     budget = budget if isinstance(budget, Budget) else parse_budget(budget)

@@ -20,7 +20,8 @@ from .run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config
 from .tasks.registry import pretrain_task
 from .train import distributed
 from .train.checkpoint import TRAINER_STATE, atomic_write_text, load_weights
-from .train.loop import Trainer, pick_device
+from .train.loop import Trainer
+from .train.runtime import pick_device
 
 
 def resume_config(run_dir: str | Path, overrides: list[str]) -> Config:

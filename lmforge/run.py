@@ -22,7 +22,7 @@ from torch import nn
 from .config import Config, ConfigError, ModelConfig, config_from_dict, read_yaml
 from .models.build import build_model
 from .train.checkpoint import BEST_WEIGHTS, WEIGHTS, CheckpointError, load_weights
-from .train.loop import pick_device
+from .train.runtime import pick_device
 
 MODEL_CONFIG = "model_config.json"
 CONFIG = "config.yaml"

@@ -289,14 +289,10 @@ def build_cooccurrence(
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    """'auto' / None -> CUDA, then MPS, then CPU."""
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+    """'auto' / None -> CUDA, then MPS, then CPU (train/runtime.py's chooser)."""
+    from ..train.runtime import pick_device
+
+    return pick_device("auto" if device is None else str(device))
 
 
 class GloVeModel:

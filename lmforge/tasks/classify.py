@@ -51,7 +51,8 @@ from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, Run, load_run, read_model_con
 from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, atomic_write_text,
                                 load_weights, save_weights)
 from ..train import distributed
-from ..train.loop import Trainer, pick_device
+from ..train.loop import Trainer
+from ..train.runtime import pick_device
 
 T = TypeVar("T")
 

@@ -41,7 +41,8 @@ from ..models.extractive import SentenceScorer, build_extractive
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config, read_run_config
 from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, CheckpointError, atomic_write_text,
                                 load_weights)
-from ..train.loop import Trainer, pick_device
+from ..train.loop import Trainer
+from ..train.runtime import pick_device
 
 # a sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")

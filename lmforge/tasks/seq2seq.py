@@ -41,7 +41,8 @@ from ..models.build import build_model, count_parameters
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config, read_run_config
 from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, CheckpointError, atomic_write_text,
                                 load_weights)
-from ..train.loop import Trainer, pick_device
+from ..train.loop import Trainer
+from ..train.runtime import pick_device
 
 SOURCE_TOKENIZER = "source_tokenizer.json"  # only with separate source/target vocabularies
 KINDS = ("translate", "summarize")

@@ -26,17 +26,13 @@ log point when distributed, at once otherwise.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
 import math
-import random
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import TrainConfig
@@ -46,6 +42,10 @@ from . import mfu as mfu_lib
 from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
                          save_weights)
 from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
+# device, precision, RNG and metrics.csv helpers live in runtime.py (inference imports them
+# without the loop); imported here under their old names
+from .runtime import (MetricsLog, _device_peak, autocast_context, pick_device,  # noqa: F401
+                      resolve_precision, rng_state, set_rng_state)
 from .schedule import lr_at
 
 
@@ -54,96 +54,6 @@ PLOT_EVERY_S = 30.0  # redraw plots/*.png at most this often during training (al
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left intact."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` -> CUDA, then Apple MPS, then CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast where the device supports it; a no-op for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 where this device runs bf16 matmuls clearly faster than fp32, else fp32.
-
-    CUDA: any GPU with bf16 support (Ampere on). CPU: decided by the matmul peaks that the mfu
-    column measures and caches anyway (train/mfu.py): bf16 when its peak is at least 1.5x the
-    fp32 one (AVX-512 BF16 / AMX CPUs), since elsewhere bf16 is emulated and slower.
-    """
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        fp32, bf16 = _device_peak(device, "fp32"), _device_peak(device, "bf16")
-        return "bf16" if fp32 > 0 and bf16 >= 1.5 * fp32 else "fp32"
-    return "fp32"
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-             "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), 624, 0, 0.0))
-    py = random.getstate()
-    random.setstate((py[0], tuple(state["python"]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class MetricsLog:
-    """metrics.csv: one row per logged point, header fixed at the first write."""
-
-    BASE = ["step", "split", "loss"]
-    TAIL = ["lr", "tokens_per_s", "mfu", "elapsed_s"]
-
-    def __init__(self, path: Path, metric_names: list[str], resume_step: int | None) -> None:
-        self.path = path
-        self.columns = self.BASE + list(metric_names) + self.TAIL
-        if resume_step is not None and path.is_file():
-            # keep rows up to the checkpoint: steps logged after it will be logged again
-            with open(path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
-            self._write_all(rows)
-        else:
-            self._write_all([])
-
-    def _write_all(self, rows: list[dict]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(self.path)
-
-    def append(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
-
-
-def _fmt(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 class Trainer:
@@ -460,15 +370,6 @@ class Trainer:
                      f"{self.cfg.patience} evaluations (best {self.task.monitor[0]} {self.best:.4f})")
             return {**metrics, "stop": True}
         return metrics
-
-
-def _device_peak(device: torch.device, precision: str) -> float:
-    """The matmul peak for the mfu column; 0 (mfu left empty) where it cannot be measured."""
-    try:
-        return mfu_lib.matmul_peak(device, precision)
-    except Exception as err:  # e.g. a dtype this device has no matmul for: train anyway
-        print(f"warning: no matmul peak for {device} {precision} ({err}); mfu left empty")
-        return 0.0
 
 
 def _progress(enabled: bool, start: int, total: int):
