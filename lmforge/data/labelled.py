@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..io import atomic_write_text
 
 TEXT_FIELDS = ("sentence", "text")  # looked for, in this order, when no text field is given
 SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "val", "valid", "validation"), "test": ("test",)}
@@ -348,7 +349,7 @@ class LabelMap:
         return np.fromiter((self.index[label] for label in labels), dtype=np.int64, count=len(labels))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"labels": self.names}, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps({"labels": self.names}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelMap":

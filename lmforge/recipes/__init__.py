@@ -1,0 +1,1 @@
+"""What every training recipe (pretrain, each fine-tuning task) shares: `scaffold.py`."""
