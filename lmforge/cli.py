@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("lmforge.generate:cli", "generate text from a run"),
     "finetune": ("lmforge.finetune:cli", "fine-tune for classification, seq2seq or lm"),
     "evaluate": ("lmforge.evaluate:cli", "score a run on a dataset"),
-    "predict": ("lmforge.tasks.classify:predict_cli", "classify texts with a classifier run"),
+    "predict": ("lmforge.tasks.classify_infer:predict_cli", "classify texts with a classifier run"),
     "compare": ("lmforge.compare:cli", "train several architectures on one budget and compare"),
     "tokenizer": ("lmforge.tokenizers.cli:cli", "train, encode and decode with tokenizers"),
     "glove": ("lmforge.convert.glove:cli", "train GloVe vectors, nearest words, analogies"),

@@ -179,10 +179,11 @@ class RunDir:
     # ---- writing
 
     def start(self, task: Any, cfg: Config, log: Callable[[str], Any] = print, tokenizer: Any = None,
-              files: dict[str, Callable[[Path], Any]] | None = None) -> Any:
+              files: dict[str, Callable[[Path], Any]] | None = None,
+              trainer_cls: type | None = None) -> Any:
         """Check that a resume has steps left, build the Trainer (it reads the checkpoint), then
         write config.yaml, model_config.json, the tokenizer (new runs) and `files` ({name:
-        writer(path)}); returns the Trainer."""
+        writer(path)}); returns the Trainer (`trainer_cls`, default train.loop.Trainer)."""
         from ..train.loop import Trainer
 
         if self.resume and self.resume_step is not None and cfg.train.max_steps <= self.resume_step:
@@ -190,7 +191,7 @@ class RunDir:
                 f"--resume {self.path}: the run is already at step {self.resume_step} and "
                 f"train.max_steps={cfg.train.max_steps}; nothing to do (raise train.max_steps, "
                 f"e.g. train.max_steps={2 * max(self.resume_step, 1)})")
-        trainer = Trainer(task, cfg.train, self.path, resume=self.resume, log=log)
+        trainer = (trainer_cls or Trainer)(task, cfg.train, self.path, resume=self.resume, log=log)
         if self.writer:
             self.write(CONFIG, lambda path: save_config(cfg, path))
             self.write(MODEL_CONFIG, lambda path: atomic_write_text(path, cfg.model.to_json()))

@@ -29,32 +29,29 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..config import (Config, ConfigError, ModelConfig, _from_dict, apply_overrides,
+from ..config import (Config, ConfigError, ModelConfig, apply_overrides,
                       config_from_dict, read_yaml, save_config)
 from ..data.labelled import (LABELS_FILE, LabelledBatches, LabelledSplit, LabelMap, class_weights,
-                             encode_texts, evaluation_file, read_labelled, resolve_splits, split_off,
+                             encode_texts, read_labelled, resolve_splits, split_off,
                              unknown_fraction, warn_if_one_class)
-from ..eval.metrics import classification_report, plot_confusion_matrix
 from ..models.build import build_backbone, count_parameters
 from ..models.heads import Classifier
 from ..models.registry import backbone_spec
 from ..nn.lora import lora_options, mark_only_lora_and_head_trainable, merge_lora
-from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, Run, load_run, read_model_config
+from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, load_run, read_model_config
 from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, atomic_write_text,
                                 load_weights, save_weights)
 from ..train import distributed
+from ..recipes.scaffold import RunDir, prepare_tokenizer, validate_config
 from ..train.loop import Trainer
 from ..train.runtime import pick_device
 
-T = TypeVar("T")
 
 MAX_UNKNOWN = 0.5  # a base tokenizer turning more than this share of tokens into <unk> is refused
 
@@ -69,264 +66,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-@dataclass
-class LoRAOptions:
-    """task.lora: adapters on the backbone's linear layers (mode lora)."""
-
-    rank: int = 8
-    alpha: float = 16.0  # update scaled by alpha / rank
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=list)  # module-name patterns; [] = every nn.Linear
-    merge: bool = True  # after training, write RUN/merged: a plain run with the adapters folded in
-
-
-@dataclass
-class ClassifyOptions:
-    """config.task for classification runs."""
-
-    data: str = ""  # folder with train / dev (or val) / test files, or the training file
-    dev: str = ""  # dev file (default: the folder's; else dev_fraction of train is held out)
-    test: str = ""  # test file (default: the folder's)
-    dev_fraction: float = 0.1
-    text_field: str = ""  # "" = `sentence`, else `text`
-    label_field: str = "label"
-    labels: list[str] = field(default_factory=list)  # class order; [] = sorted training labels
-    empty: str = "skip"  # empty texts: skip (counted) | error
-    max_len: int = 0  # tokens kept per text; 0 = model.max_len
-    truncate: str = "end"  # end: keep the first max_len tokens | start: keep the last (Keras)
-    padding: str = "right"  # right | left: where batches pad (results are identical either way)
-    add_special: bool = False  # wrap texts in the tokenizer's <bos>/<eos> or [CLS]/[SEP]
-    bucket: bool = True  # batch texts of similar length together (less padding)
-    epochs: int = 10  # 0 = train.max_steps / train.eval_every as given
-    mode: str = "full"  # full | frozen (head only) | lora (adapters + head)
-    lora: LoRAOptions = field(default_factory=LoRAOptions)
-    base: str = ""  # a pretrained lmforge run: its tokenizer, architecture and backbone weights
-    vectors: str = ""  # GloVe / word2vec text file to initialise the token embedding
-    freeze_vectors: bool = False
-    class_weights: Any = ""  # "" | balanced | a list with one weight per class
-    binary_head: bool = False  # two classes as one sigmoid logit + binary cross-entropy (Keras)
-    init: str = "default"  # default (torch / lmforge) | keras (glorot, orthogonal, forget bias 1)
-    eval_batch_size: int = 256
-
-    def validate(self) -> None:
-        checks = {"mode": ("full", "frozen", "lora"), "truncate": ("end", "start"),
-                  "padding": ("right", "left"), "empty": ("skip", "error"),
-                  "init": ("default", "keras")}
-        for name, valid in checks.items():
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"task.{name}={getattr(self, name)!r} must be one of {', '.join(valid)}")
-        if self.epochs < 0 or self.max_len < 0:
-            raise ConfigError("task.epochs and task.max_len must be >= 0")
-
-
-def parse_options(task: dict[str, Any], source: str = "config") -> ClassifyOptions:
-    """config.task -> ClassifyOptions, unknown keys named with a suggestion."""
-    opts = _from_dict(ClassifyOptions, task, prefix="task", source=source)
-    opts.validate()
-    return opts
-
-
-# --------------------------------------------------------------------------- the task
-
-
-class ClassificationTask:
-    """Shuffled, length-bucketed training batches; full-pass dev evaluation each epoch.
-
-    `batch_tokens` counts examples, so the trainer's throughput column (`tokens_per_s`) is
-    examples/s, and `flops_per_unit` is the training FLOPs of one example (see
-    `flops_per_example`), which keeps the mfu column a true model-FLOPs utilisation. Under
-    torchrun the training batches are each rank's slice of a global batch (`LabelledBatches`
-    with rank / world_size): their `Share` reweights the rank's mean loss so that DDP's
-    averaged gradient is the global batch's.
-    """
-
-    metric_names = ["accuracy", "macro_f1"]
-    monitor = ("accuracy", "max")
-    keep_best = True
-
-    def __init__(self, model: Classifier, train: LabelledBatches, dev: LabelledBatches,
-                 label_names: list[str]) -> None:
-        self.model, self.train, self.dev, self.label_names = model, train, dev, label_names
-        self.flops_per_unit = flops_per_example(model, train.lengths)
-
-    def next_batch(self) -> tuple[Any, ...]:
-        return self.train.next()
-
-    def batch_tokens(self, batch: tuple[Any, ...]) -> float:
-        """Examples in this rank's part of the batch (the global batch / world size under DDP,
-        so that the trainer's count times the world size is exact for a ragged batch too)."""
-        if len(batch) > 3:
-            return batch[3].examples / self.train.world_size
-        return int(batch[0].shape[0])
-
-    def loss(self, batch: tuple[Any, ...], model: nn.Module | None = None) -> torch.Tensor:
-        ids, mask, labels = batch[:3]  # (B, T), (B, T), (B,)
-        loss = (self.model if model is None else model)(ids, labels, mask=mask)[1]
-        if len(batch) > 3:  # a rank's slice of a global batch: its share of the global mean
-            loss = loss * batch[3].weight
-        return loss
-
-    def evaluate(self) -> dict[str, float]:
-        probs, loss = predict_batches(self.model, self.dev)
-        gold = self.dev.labels
-        report = classification_report(gold, probs.argmax(1), labels=list(range(len(self.label_names))))
-        return {"loss": loss, "accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"train": self.train.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.train.load_state_dict(state["train"])
-
-
-def flops_per_example(model: Classifier, lengths: np.ndarray) -> float:
-    """Training FLOPs (forward + backward) of one example, averaged over texts of `lengths`.
-
-    The backbone runs once per token: each weight multiplying an activation costs 2 FLOPs
-    forward, 2 more backward when gradients flow through it (any backbone weight trains) and
-    2 more for its own gradient when it trains, so 6N in `full` mode, 4N for LoRA's frozen
-    weights, 2N in `frozen` mode; lookup-only embedding tables cost nothing (train/mfu.py's
-    rules). Attention adds 4dL per token forward (QK^T, AV) and twice that backward, over
-    the example's own length L, hence the mean of L^2. The head runs once per example, on
-    the pooled vector. Padding is not counted: compute spent on it is waste, not model FLOPs.
-    """
-    from ..train import mfu as mfu_lib
-
-    L = np.asarray(lengths, dtype=np.float64)  # (N,) tokens per example
-    skip = {id(p) for p in mfu_lib.lookup_only_embeddings(model.backbone)}
-    params = {id(p): p for p in model.backbone.parameters() if id(p) not in skip}.values()
-    through = any(p.requires_grad for p in params)  # backward runs through the backbone
-    per_token = sum(p.numel() * (2 + 2 * through + 2 * p.requires_grad) for p in params)
-    per_token_sq = sum(4 * d * (1 + 2 * through) for d, _ in mfu_lib.attention_widths(model.backbone))
-    head = sum(p.numel() * (2 + 2 * through + 2 * p.requires_grad) for p in model.head.parameters())
-    return float(per_token * L.mean() + per_token_sq * (L ** 2).mean() + head)
-
-
-@torch.no_grad()
-def predict_batches(model: Classifier, batches: LabelledBatches) -> tuple[np.ndarray, float]:
-    """Class probabilities (N, K) in the split's original row order, and the mean loss (nan
-    without labels)."""
-    was_training = model.training
-    model.eval()
-    probs = np.zeros((batches.n_examples, model.n_classes), dtype=np.float32)
-    total, n = 0.0, 0
-    for rows, batch in batches:
-        ids, mask = batch[0], batch[1]
-        labels = batch[2] if len(batch) > 2 else None
-        logits, loss = model(ids, labels, mask=mask)
-        probs[rows] = model.probabilities(logits).cpu().numpy()
-        if loss is not None:
-            total += loss.item() * len(rows)
-            n += len(rows)
-    model.train(was_training)
-    return probs, (total / n if n else float("nan"))
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def clean_cell(text: str) -> str:
-    """One TSV cell: tabs and line breaks become spaces."""
-    return " ".join(str(text).split())
-
-
-def write_evaluation(out_dir: str | Path, report: dict[str, Any], texts: Sequence[str],
-                     gold: Sequence[str], probs: np.ndarray, label_names: list[str]) -> Path:
-    """scores.json, confusion.png and predictions.tsv (one row per example) in `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "scores.json", json.dumps(report, indent=2) + "\n")
-    plot_confusion_matrix(report["confusion"], label_names, out_dir / "confusion.png",
-                          title=f"Confusion matrix ({report.get('data', '')})")
-    pred = probs.argmax(1)
-    lines = ["text\tlabel\tpredicted\tprobability\tcorrect"]
-    for text, g, p, row in zip(texts, gold, pred, probs):
-        name = label_names[p]
-        lines.append(f"{clean_cell(text)}\t{g}\t{name}\t{row[p]:.6f}\t{int(name == g)}")
-    atomic_write_text(out_dir / "predictions.tsv", "\n".join(lines) + "\n")
-    return out_dir
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """Accuracy, macro-F1 and per-class precision / recall / F1 as a small table."""
-    lines = [f"{report.get('data', 'data')}: {report['n']} examples | accuracy "
-             f"{report['accuracy']:.4f} | macro-F1 {report['macro_f1']:.4f}",
-             f"  {'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
-    for name, row in report["per_class"].items():
-        lines.append(f"  {name[:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} "
-                     f"{row['f1']:>9.4f} {row['support']:>8d}")
-    return "\n".join(lines)
-
-
-def score(probs: np.ndarray, gold_ids: np.ndarray, labels: LabelMap, data: str) -> dict[str, Any]:
-    """classification_report over class ids, keyed by label names."""
-    report = classification_report(gold_ids.tolist(), probs.argmax(1).tolist(),
-                                   labels=list(range(len(labels))), label_names=labels.names)
-    report["labels"] = labels.names
-    report["data"] = data
-    return report
-
-
-# --------------------------------------------------------------------------- prediction
-
-
-class TextClassifier:
-    """A classifier run ready to label texts: model, tokenizer, label names, truncation."""
-
-    def __init__(self, run: Run, labels: LabelMap, options: ClassifyOptions) -> None:
-        self.run, self.model, self.tokenizer, self.labels = run, run.model, run.tokenizer, labels
-        self.options = options
-        self.max_len = options.max_len or run.model_config.max_len
-
-    @classmethod
-    def load(cls, path: str | Path, device: str = "auto", weights: str = "best") -> "TextClassifier":
-        """Reload a classifier run (best weights by default)."""
-        path = Path(path)
-        if read_model_config(path).head != "classifier":
-            raise ConfigError(f"{path}: not a classifier run (model.head is not classifier)")
-        run = load_run(path, device=device, weights=weights)
-        task = dict(run.config.task) if run.config is not None else {}
-        for key in ("data", "dev", "test", "base", "vectors"):
-            task.pop(key, None)  # paths of the training run: not needed here, may be gone
-        return cls(run, LabelMap.load(path / LABELS_FILE), parse_options(task, str(path / CONFIG)))
-
-    def batches(self, texts: Sequence[str], label_ids: np.ndarray | None = None) -> LabelledBatches:
-        ids, _ = encode_texts(self.tokenizer, texts, self.max_len, self.options.truncate,
-                              self.options.add_special)
-        return LabelledBatches(ids, label_ids, self.options.eval_batch_size,
-                               self.tokenizer.pad_id or 0, shuffle=False, device=self.run.device)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities (N, K), columns in `self.labels.names` order."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return predict_batches(self.model, self.batches(texts))[0]
-
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """[{"label", "probability", "probabilities": {name: p}}] for each text."""
-        probs = self.predict_proba(texts)
-        out = []
-        for row in probs:
-            k = int(row.argmax())
-            out.append({"label": self.labels.names[k], "probability": float(row[k]),
-                        "probabilities": dict(zip(self.labels.names, map(float, row)))})
-        return out
-
-    def evaluate(self, data: str | Path, text_field: str | None = None,
-                 label_field: str | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
-        """Score a labelled file (or a folder's test file); writes the report files to `out_dir`."""
-        path = evaluation_file(data)
-        split = read_labelled(path, text_field or self.options.text_field or None,
-                              label_field or self.options.label_field, self.options.empty)
-        gold_ids = self.labels.encode(split.labels, path)
-        probs = predict_batches(self.model, self.batches(split.texts, gold_ids))[0]
-        report = score(probs, gold_ids, self.labels, str(path))
-        report["skipped_empty"] = split.skipped_empty
-        if out_dir is not None:
-            write_evaluation(out_dir, report, split.texts, split.labels, probs, self.labels.names)
-        return report
+from .classify_infer import TextClassifier, evaluate_cli, predict_cli
+from .classify_task import (ClassificationTask, ClassifyOptions, LoRAOptions, flops_per_example,
+                            format_report, parse_options, predict_batches, score, write_evaluation)
 
 
 # --------------------------------------------------------------------------- building the model
@@ -400,24 +142,6 @@ def base_model_config(base: Path, user_model: dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_dict(data, source=str(base / MODEL_CONFIG))
 
 
-def prepare_tokenizer(cfg: Config, texts: list[str], log: Callable) -> Any:
-    """The tokenizer a from-scratch model uses: a given tokenizer.json, or one trained on `texts`."""
-    from ..tokenizers import load_tokenizer, train_tokenizer
-
-    tc = cfg.tokenizer
-    if tc.path:
-        return load_tokenizer(tc.path)
-    if tc.kind not in ("char", "word", "bpe", "wordpiece"):
-        if Path(tc.kind).exists():
-            return load_tokenizer(tc.kind)
-        raise ConfigError(f"tokenizer.kind={tc.kind!r} is not char, word, bpe, wordpiece "
-                          "or a path to a tokenizer.json")
-    tok = train_tokenizer(tc.kind, texts, vocab_size=tc.vocab_size, lowercase=tc.lowercase,
-                          min_frequency=tc.min_frequency)
-    log(f"trained a {tc.kind} tokenizer on the training texts: {tok.vocab_size} tokens")
-    return tok
-
-
 # --------------------------------------------------------------------------- config resolution
 
 
@@ -475,23 +199,6 @@ def _splits(opts: ClassifyOptions, seed: int, log: Callable,
     return splits
 
 
-def _from_rank0(fn: Callable[[], T], info: distributed.DistInfo) -> T:
-    """`fn()` run by rank 0 alone; every rank gets its result, or raises its error (so that a
-    bad --base or run directory stops the whole job instead of leaving ranks waiting)."""
-    if not info.enabled:
-        return fn()
-    result, error = None, None
-    if info.rank == 0:
-        try:
-            result = fn()
-        except Exception as err:  # re-raised below, on every rank
-            error = err
-    result, error = distributed.broadcast_object((result, error))
-    if error is not None:
-        raise error
-    return result
-
-
 def finetune(data: str | Path | None = None, *, config: str | Path | Config | dict | None = None,
              base: str | Path | None = None, out: str | Path | None = None,
              overrides: list[str] | None = None, resume: str | Path | None = None,
@@ -511,7 +218,6 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         resume: continue the run in this directory (its config.yaml, plus overrides).
         task_options: any `ClassifyOptions` field, e.g. epochs=3, mode="lora", lora={"rank": 8}.
     """
-    from ..tokenizers import Tokenizer, load_tokenizer
 
     overrides = list(overrides or [])
     if data is not None:
@@ -527,25 +233,22 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
     else:
         cfg, user_model = resolve_config(config, task_options, out, overrides)
     opts = parse_options(cfg.task)
-    tcfg = cfg.train
+    validate_config(cfg)  # the whole config, before anything is created
     run_dir = Path(cfg.out)
-    info = distributed.setup(tcfg.device)
-    main = info.rank == 0
-    log = log if main else _quiet  # one voice under torchrun
+    info = distributed.setup(cfg.train.device)
+    log = log if info.rank == 0 else _quiet  # one voice under torchrun
+    with RunDir(run_dir, resume=bool(resume)) as run:
+        if resume:  # the run directory may be rank 0's alone
+            cfg.model = distributed.from_rank0(lambda: read_model_config(run_dir))
+        return _finetune_in(run, cfg, opts, user_model, info, log)
 
-    def check_run_dir() -> ModelConfig | None:
-        if resume:
-            if not (run_dir / TRAINER_STATE).is_file():
-                raise ConfigError(f"--resume {run_dir}: no {TRAINER_STATE} there to resume from")
-            return read_model_config(run_dir)
-        if (run_dir / TRAINER_STATE).exists():
-            raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
-                              "or choose another --out")
-        return None
 
-    saved_model = _from_rank0(check_run_dir, info)  # the run directory may be rank 0's alone
-    if saved_model is not None:
-        cfg.model = saved_model
+def _finetune_in(run: RunDir, cfg: Config, opts: ClassifyOptions, user_model: dict[str, Any],
+                 info: distributed.DistInfo, log: Callable[[str], Any]) -> Path:
+    """The classification recipe proper, inside the run directory's scaffold."""
+    from ..tokenizers import Tokenizer, load_tokenizer
+
+    tcfg, run_dir, resume, main = cfg.train, run.path, run.resume, info.rank == 0
     if tcfg.threads > 0:
         torch.set_num_threads(tcfg.threads)
     device = distributed.device_for(info, pick_device(tcfg.device))
@@ -561,7 +264,7 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
                 raise ConfigError(f"--base {str(base_dir)!r} is not a run folder")
             return base_model_config(base_dir, user_model)
 
-        cfg.model = _from_rank0(read_base, info)
+        cfg.model = distributed.from_rank0(read_base)
 
     splits = _splits(opts, tcfg.seed, log, warn=main)  # every rank reads the data itself
     train, dev, test = splits["train"], splits["dev"], splits["test"]
@@ -575,10 +278,10 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         elif base_dir is not None:
             tokenizer = load_tokenizer(base_dir / TOKENIZER)
         else:
-            tokenizer = prepare_tokenizer(cfg, train.texts, log)
+            tokenizer = prepare_tokenizer(cfg, lambda: train.texts, log)
         return labels.names, tokenizer.to_json() if info.enabled else tokenizer
 
-    label_names, tokenizer = _from_rank0(prepare, info)
+    label_names, tokenizer = distributed.from_rank0(prepare)
     labels = LabelMap(label_names)
     if info.enabled:
         tokenizer = Tokenizer.from_json(tokenizer)
@@ -642,7 +345,7 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         return notes
 
     if not resume:
-        for note in _from_rank0(load_pretrained, info):
+        for note in distributed.from_rank0(load_pretrained):
             log(note)
     model = Classifier(backbone, m)
     if opts.init == "keras" and not resume:
@@ -667,13 +370,6 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
     if opts.epochs:
         tcfg.max_steps = opts.epochs * steps_per_epoch // tcfg.grad_accum
         tcfg.eval_every = max(1, steps_per_epoch // tcfg.grad_accum)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG)
-        atomic_write_text(run_dir / MODEL_CONFIG, m.to_json())
-        if not resume:
-            tokenizer.save(run_dir / TOKENIZER)
-            labels.save(run_dir / LABELS_FILE)
     n_train = count_parameters(model, trainable_only=True)
     per_step = tcfg.batch_size * tcfg.grad_accum * info.world_size
     log(f"{m.arch} classifier ({opts.mode}): {count_parameters(model) / 1e6:.2f}M parameters, "
@@ -682,7 +378,8 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         f"epoch | {per_step:,} examples per step (batch {tcfg.batch_size} x accum "
         f"{tcfg.grad_accum} x world {info.world_size}) | device {device}")
     task = ClassificationTask(model, train_b, dev_b, labels.names)
-    trainer = Trainer(task, tcfg, run_dir, resume=bool(resume), log=log)
+    trainer = run.start(task, cfg, log=log, tokenizer=tokenizer, trainer_cls=Trainer,
+                        files={} if resume else {LABELS_FILE: labels.save})
     t0 = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - t0
@@ -799,49 +496,9 @@ def finetune_cli(argv: list[str]) -> int:
     return 0
 
 
-def evaluate_cli(argv: list[str]) -> int:
-    """lmforge evaluate RUN --data PATH: accuracy, macro-F1, per-class scores, confusion matrix."""
-    p = argparse.ArgumentParser(prog="lmforge evaluate",
-                                description="Score a classifier run on a labelled file or folder.")
-    p.add_argument("run", help="classifier run directory")
-    p.add_argument("--data", required=True, help="labelled file, or a folder (its test file)")
-    p.add_argument("--split", help="with a folder: the split to score (test, dev, ...)")
-    p.add_argument("--text-field")
-    p.add_argument("--label-field")
-    p.add_argument("--out", help="folder for scores.json, confusion.png, predictions.tsv "
-                                 "(default RUN/eval/<file name>)")
-    p.add_argument("--weights", choices=["best", "last"], default="best")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    clf = TextClassifier.load(args.run, device=args.device, weights=args.weights)
-    path = evaluation_file(args.data, args.split)
-    out = Path(args.out) if args.out else Path(args.run) / "eval" / path.stem
-    report = clf.evaluate(path, args.text_field, args.label_field, out_dir=out)
-    print(format_report(report))
-    print(f"wrote {out / 'scores.json'}, {out / 'confusion.png'}, {out / 'predictions.tsv'}")
-    return 0
-
-
-def predict_cli(argv: list[str]) -> int:
-    """lmforge predict RUN TEXT... : the label and its probability for each text."""
-    p = argparse.ArgumentParser(prog="lmforge predict", description="Classify texts with a classifier run.")
-    p.add_argument("run", help="classifier run directory")
-    p.add_argument("texts", nargs="*", help="texts to classify")
-    p.add_argument("--file", help="classify each line of this file (- = stdin)")
-    p.add_argument("--json", action="store_true", help="one JSON object per text, all probabilities")
-    p.add_argument("--device", default="auto")
-    args = p.parse_intermixed_args(argv)  # texts and options in any order
-    texts = list(args.texts)
-    if args.file:
-        lines = sys.stdin.read().splitlines() if args.file == "-" else \
-            Path(args.file).read_text(encoding="utf-8").splitlines()
-        texts += [line for line in lines if line.strip()]
-    if not texts:
-        p.error("give texts to classify (or --file)")
-    clf = TextClassifier.load(args.run, device=args.device)
-    for text, pred in zip(texts, clf.predict(texts)):
-        if args.json:
-            print(json.dumps({"text": text, **pred}, ensure_ascii=False))
-        else:
-            print(f"{pred['label']}\t{pred['probability']:.4f}\t{text}")
-    return 0
+__all__ = ["finetune", "finetune_cli", "export_merged", "resolve_config", "base_model_config",
+           "load_base_backbone", "keras_init", "DEFAULTS",
+           # the task and the inference side, importable from here as before the split
+           "ClassificationTask", "ClassifyOptions", "LoRAOptions", "flops_per_example",
+           "format_report", "parse_options", "predict_batches", "score", "write_evaluation",
+           "TextClassifier", "evaluate_cli", "predict_cli"]

@@ -120,8 +120,8 @@ register(TaskSpec(
     load="lmforge.run:load_run"))
 register(TaskSpec(
     "classify", "text classification (sentiment, topics, ...)", heads=("classifier",),
-    finetune="lmforge.tasks.classify", evaluate="lmforge.tasks.classify:evaluate_cli",
-    load="lmforge.tasks.classify:TextClassifier.load", serve="classify"))
+    finetune="lmforge.tasks.classify", evaluate="lmforge.tasks.classify_infer:evaluate_cli",
+    load="lmforge.tasks.classify_infer:TextClassifier.load", serve="classify"))
 register(TaskSpec(
     "seq2seq", "translation and abstractive summarization (encoder-decoder)", heads=("seq2seq",),
     finetune="lmforge.tasks.seq2seq", evaluate="lmforge.tasks.seq2seq:evaluate_cli",
