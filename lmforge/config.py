@@ -266,6 +266,14 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any
     return cls(**kwargs)
 
 
+def parse_section(cls: type, data: dict[str, Any], prefix: str, source: str = "config") -> Any:
+    """A dataclass from a mapping, each value coerced to its field's type; an unknown key or
+    a bad value raises one ConfigError naming `prefix.key` (tasks parse `task:` with it)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix} must be a mapping, got {data!r}")
+    return _from_dict(cls, data, prefix=prefix, source=source)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `a.b=value` into (["a", "b"], parsed value); the value is read as YAML.
 

@@ -9,40 +9,19 @@ The run-directory checks, lock, writes and clean-up are the shared scaffold's
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml
+from .config import Config
 from .models.build import build_model, count_parameters
-from .recipes.scaffold import RunDir, prepare_tokenizer, validate_config
-from .run import CONFIG, read_model_config
+from .recipes.scaffold import RunDir, prepare_tokenizer, resume_config, validate_config  # noqa: F401
 from .tasks.registry import pretrain_task
 from .train import distributed
-from .train.checkpoint import TRAINER_STATE, load_weights
+from .train.checkpoint import load_weights
 from .train.runtime import pick_device
-
-
-def resume_config(run_dir: str | Path, overrides: list[str]) -> Config:
-    """The config a run was started with, plus overrides; the architecture must not change."""
-    run_dir = Path(run_dir)
-    if not (run_dir / TRAINER_STATE).is_file():
-        raise ConfigError(f"--resume {run_dir}: no {TRAINER_STATE} there to resume from")
-    data = read_yaml(run_dir / CONFIG)
-    apply_overrides(data, overrides)
-    data["out"] = str(run_dir)
-    cfg = config_from_dict(data, source=str(run_dir / CONFIG))
-    saved = dataclasses.asdict(read_model_config(run_dir))
-    wanted = dataclasses.asdict(cfg.model)
-    changed = [k for k in saved if k != "vocab_size" and saved[k] != wanted.get(k)]
-    if changed:
-        k = changed[0]
-        raise ConfigError(f"--resume {run_dir}: model.{k}={wanted[k]!r} differs from the run's "
-                          f"{saved[k]!r}; a resumed run keeps its architecture")
-    return cfg
 
 
 def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = print) -> Path:

@@ -128,7 +128,7 @@ def cli(argv: list[str]) -> int:
 
 def _seq2seq(args: argparse.Namespace, prompts: list[str], options) -> int:
     """An encoder-decoder run: each prompt is a source text, decoded by the seq2seq task."""
-    from ..tasks.seq2seq import load_seq2seq
+    from ..tasks.seq2seq_infer import load_seq2seq
 
     if options.sampling or options.num_samples > 1 or args.stream or options.stop:
         raise ValueError("a seq2seq run decodes with beam search only: drop the sampling "

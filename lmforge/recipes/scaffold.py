@@ -29,13 +29,11 @@ from typing import Any, Callable, Iterable
 
 from ..config import Config, ConfigError, save_config
 from ..io import atomic_write_text
+from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config
 from ..train.checkpoint import TRAINER_STATE, WEIGHTS, CheckpointError, load_trainer_state
 from ..train.optim import OPTIMIZERS
 from ..train.runtime import pick_device
 
-CONFIG = "config.yaml"  # the names of run.py, repeated here: run.py sits above this layer
-MODEL_CONFIG = "model_config.json"
-TOKENIZER = "tokenizer.json"
 LOCK = ".lmforge.lock"
 TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece")
 RUN_MARKERS = (TRAINER_STATE, WEIGHTS, MODEL_CONFIG)  # any of these: the folder holds a run
@@ -83,6 +81,29 @@ def _mps_available() -> bool:
     import torch
 
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resume_config(run_dir: str | Path, overrides: list[str]) -> Config:
+    """The config a run was started with, plus overrides; the architecture must not change."""
+    import dataclasses
+
+    from ..config import apply_overrides, config_from_dict, read_yaml
+
+    run_dir = Path(run_dir)
+    if not (run_dir / TRAINER_STATE).is_file():
+        raise ConfigError(f"--resume {run_dir}: no {TRAINER_STATE} there to resume from")
+    data = read_yaml(run_dir / CONFIG)
+    apply_overrides(data, overrides)
+    data["out"] = str(run_dir)
+    cfg = config_from_dict(data, source=str(run_dir / CONFIG))
+    saved = dataclasses.asdict(read_model_config(run_dir))
+    wanted = dataclasses.asdict(cfg.model)
+    changed = [k for k in saved if k != "vocab_size" and saved[k] != wanted.get(k)]
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"--resume {run_dir}: model.{k}={wanted[k]!r} differs from the run's "
+                          f"{saved[k]!r}; a resumed run keeps its architecture")
+    return cfg
 
 
 # --------------------------------------------------------------------------- the tokenizer

@@ -124,8 +124,8 @@ register(TaskSpec(
     load="lmforge.tasks.classify_infer:TextClassifier.load", serve="classify"))
 register(TaskSpec(
     "seq2seq", "translation and abstractive summarization (encoder-decoder)", heads=("seq2seq",),
-    finetune="lmforge.tasks.seq2seq", evaluate="lmforge.tasks.seq2seq:evaluate_cli",
-    load="lmforge.tasks.seq2seq:load_seq2seq", decode="seq2seq"))
+    finetune="lmforge.tasks.seq2seq", evaluate="lmforge.tasks.seq2seq_infer:evaluate_cli",
+    load="lmforge.tasks.seq2seq_infer:load_seq2seq", decode="seq2seq"))
 # trained by `lmforge finetune seq2seq --task summarize` with model.head=extractive
 register(TaskSpec(
     "extractive", "extractive summarization (select sentences)", heads=("extractive",),
