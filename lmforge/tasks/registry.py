@@ -129,5 +129,5 @@ register(TaskSpec(
 # trained by `lmforge finetune seq2seq --task summarize` with model.head=extractive
 register(TaskSpec(
     "extractive", "extractive summarization (select sentences)", heads=("extractive",),
-    evaluate="lmforge.tasks.extractive:evaluate_cli",
-    load="lmforge.tasks.extractive:load_extractive"))
+    evaluate="lmforge.tasks.extractive_infer:evaluate_cli",
+    load="lmforge.tasks.extractive_infer:load_extractive"))
