@@ -68,7 +68,8 @@ class Run:
         each prompt gives a list of texts; with `return_scores`, `Generation` objects (text,
         ids, logprob, score, finish_reason) stand in for the strings.
         """
-        from .generate import DecodeOptions, complete
+        from .generate.sampling import DecodeOptions
+        from .generate.text import complete
 
         opts = DecodeOptions.from_kwargs(max_new_tokens=max_new_tokens, temperature=temperature,
                                          top_k=top_k, top_p=top_p, seed=seed, stop=stop or [],
@@ -83,14 +84,15 @@ class Run:
     def stream(self, prompt: str, **options: Any) -> Iterator[str]:
         """Yield the new text of one prompt piece by piece, as it is generated; pieces never
         split a character. Options as for `generate` (num_samples must be 1)."""
-        from .generate import DecodeOptions, stream_text
+        from .generate.sampling import DecodeOptions
+        from .generate.text import stream_text
 
         yield from stream_text(self.model, self.tokenizer, prompt, DecodeOptions.from_kwargs(**options))
 
     def score(self, prompt: str | list[str], continuation: str | list[str]) -> float | list[float]:
         """log p(continuation | prompt): the sum of the continuation tokens' log-probabilities
         (natural log). Lists of prompts and continuations are scored pairwise, batched."""
-        from .generate import score_texts
+        from .generate.text import score_texts
 
         if isinstance(prompt, str) and isinstance(continuation, str):
             return score_texts(self.model, self.tokenizer, [prompt], [continuation])[0]
@@ -107,27 +109,6 @@ def weights_path(run_dir: str | Path, weights: str = "best") -> Path:
     if not (path / WEIGHTS).is_file():
         raise CheckpointError(f"{path}: no weights ({WEIGHTS}); the run has not saved a checkpoint yet")
     return path / WEIGHTS
-
-
-def resolve_base(path: str | Path, log: Any = print) -> Path:
-    """`--base RUN_OR_HF_DIR`: an lmforge run as it is; a Hugging Face GPT-2 / BERT folder is
-    converted once into an lmforge run under ~/.cache/lmforge/hf/ (keyed by its path and
-    modification time) and that run is returned."""
-    import hashlib
-
-    from .cache import cache_root
-
-    path = Path(path)
-    if (path / MODEL_CONFIG).is_file() or not (path / "config.json").is_file():
-        return path
-    from .convert.cli import from_hf
-
-    stamp = f"{path.resolve()}:{max(f.stat().st_mtime for f in path.iterdir())}"
-    out = cache_root() / "hf" / hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    if not (out / WEIGHTS).is_file():
-        log(f"converting the Hugging Face checkpoint {path} -> {out}")
-        from_hf(path, out, force=True, log=log)
-    return out
 
 
 def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> Run:

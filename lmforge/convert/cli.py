@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from ..config import ConfigError
 from . import hf_bert, hf_gpt2, hf_io
 
 FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert}
@@ -46,7 +47,42 @@ def from_hf(path: str | Path, out: str | Path, force: bool = False, log: Any = p
 
 def to_hf(run: str | Path, out: str | Path, force: bool = False) -> Path:
     """Export an lmforge GPT or BERT run as a Hugging Face folder `out`."""
-    return hf_io.export_run(run, out, force)
+    return export_run(run, out, force)
+
+
+def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Write an lmforge GPT or BERT run as a Hugging Face folder (GPT-2 or BERT format)."""
+    from ..run import load_run
+
+    families = {"gpt": hf_gpt2, "bert": hf_bert}
+    run = load_run(run_dir, device="cpu")
+    cfg = run.model_config
+    if cfg.arch not in families:
+        raise ConfigError(f"{run_dir}: model.arch={cfg.arch!r} has no Hugging Face counterpart; "
+                          "exportable: gpt (as gpt2), bert (as bert)")
+    hf_config, state = families[cfg.arch].export_state(run.model.float(), cfg, run.tokenizer)
+    out = hf_io.prepare_out(out, "Hugging Face export", force)
+    return hf_io.write_hf_folder(out, hf_config, state, run.tokenizer, cfg.max_len)
+
+
+def resolve_base(path: str | Path, log: Any = print) -> Path:
+    """`--base RUN_OR_HF_DIR`: an lmforge run as it is; a Hugging Face GPT-2 / BERT folder is
+    converted once into an lmforge run under ~/.cache/lmforge/hf/ (keyed by its path and
+    modification time) and that run is returned."""
+    import hashlib
+
+    from ..cache import cache_root
+    from ..run import MODEL_CONFIG, WEIGHTS
+
+    path = Path(path)
+    if (path / MODEL_CONFIG).is_file() or not (path / "config.json").is_file():
+        return path
+    stamp = f"{path.resolve()}:{max(f.stat().st_mtime for f in path.iterdir())}"
+    out = cache_root() / "hf" / hashlib.sha256(stamp.encode()).hexdigest()[:16]
+    if not (out / WEIGHTS).is_file():
+        log(f"converting the Hugging Face checkpoint {path} -> {out}")
+        from_hf(path, out, force=True, log=log)
+    return out
 
 
 def cli(argv: list[str]) -> int:

@@ -297,19 +297,3 @@ def write_hf_folder(out: Path, hf_config: dict[str, Any], state: dict[str, torch
                       json.dumps(tokenizer_config(tokenizer, max_len), indent=2))
     atomic_write_text(out / "config.json", json.dumps(hf_config, indent=2, sort_keys=True))
     return out
-
-
-def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
-    """Write an lmforge GPT or BERT run as a Hugging Face folder (GPT-2 or BERT format)."""
-    from ..run import load_run
-    from . import hf_bert, hf_gpt2
-
-    families = {"gpt": hf_gpt2, "bert": hf_bert}
-    run = load_run(run_dir, device="cpu")
-    cfg = run.model_config
-    if cfg.arch not in families:
-        raise ConfigError(f"{run_dir}: model.arch={cfg.arch!r} has no Hugging Face counterpart; "
-                          "exportable: gpt (as gpt2), bert (as bert)")
-    hf_config, state = families[cfg.arch].export_state(run.model.float(), cfg, run.tokenizer)
-    out = prepare_out(out, "Hugging Face export", force)
-    return write_hf_folder(out, hf_config, state, run.tokenizer, cfg.max_len)

@@ -27,7 +27,6 @@ from torch import nn
 
 from .sampling import DecodeOptions, RowRandom, full_precision
 from .search import Hypothesis, StepFn, beam_search, sample_loop
-from .state import reorder_state
 
 
 def context_limit(model: nn.Module) -> int | None:

@@ -254,7 +254,7 @@ def _finetune_in(run: RunDir, cfg: Config, opts: ClassifyOptions, user_model: di
     device = distributed.device_for(info, pick_device(tcfg.device))
     base_dir = None
     if opts.base:  # an lmforge run, or a Hugging Face folder converted once (rank 0 first)
-        from ..run import resolve_base
+        from ..convert.cli import resolve_base
 
         with distributed.local_main_first():
             base_dir = resolve_base(opts.base, log=log if info.rank == 0 else (lambda *a: None))

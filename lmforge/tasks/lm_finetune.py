@@ -15,7 +15,7 @@ from ..run import CONFIG, TOKENIZER, read_model_config
 
 def finetune_config(base: str | Path, data: str, out: str, overrides: list[str] | None = None) -> Config:
     """The base run's config with its weights and tokenizer as the starting point."""
-    from ..run import resolve_base
+    from ..convert.cli import resolve_base
 
     base = resolve_base(base)  # a Hugging Face GPT-2 folder works too
     model = read_model_config(base)

@@ -103,7 +103,7 @@ def beam_search(model: nn.Module, memory: Any, limits: torch.Tensor, bos: int, e
     (`max_lengths`: relative to its source), where <eos> is forced; a row is done once its
     `beams` best hypotheses have finished (early stopping, as fairseq).
     """
-    from ..generate import beam_search as shared_beam_search
+    from ..generate.search import beam_search as shared_beam_search
 
     if beams == 1:
         return greedy_search(model, memory, limits, bos, eos, no_repeat_ngram)

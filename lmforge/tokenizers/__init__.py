@@ -12,6 +12,7 @@ from .base import (
     Tokenizer,
     load_tokenizer,
 )
+from . import hf  # noqa: F401  (registers the folder / vocab-file formats with load_tokenizer)
 from .train import train_tokenizer
 
 __all__ = [

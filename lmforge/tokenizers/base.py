@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import tokenizers
 
@@ -29,6 +29,10 @@ from ..config import ConfigError
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]  # ids 0, 1, 2, 3 in every lmforge-trained tokenizer
 ENCODER_SPECIAL_TOKENS = ["[CLS]", "[SEP]", "[MASK]"]  # ids 4, 5, 6 for wordpiece (and when asked)
+# readers of the formats that are not a tokenizer.json (a folder, vocab.txt, vocab.json):
+# reader(path) -> Tokenizer, or None when the path is not theirs. hf.py registers them (the
+# package imports it): it builds on this class, so this module cannot import it.
+FORMAT_READERS: list[Callable[[Path], "Tokenizer | None"]] = []
 KINDS = ("char", "word", "bpe", "wordpiece")  # kinds lmforge trains; "hf" = anything imported
 FORMAT_VERSION = 1
 
@@ -219,17 +223,13 @@ class Tokenizer:
     def load(cls, path: str | Path) -> "Tokenizer":
         """Load a tokenizer.json file, or a folder holding tokenizer.json, vocab.txt (BERT
         WordPiece) or vocab.json + merges.txt (GPT-2 byte-level BPE)."""
-        from .hf import load_bert_vocab, load_folder, load_gpt2_vocab  # hf.py builds on this class
-
         path = Path(path)
-        if path.is_dir():
-            return load_folder(path)
+        for reader in FORMAT_READERS:  # folders and vocab files (hf.py)
+            tokenizer = reader(path)
+            if tokenizer is not None:
+                return tokenizer
         if not path.is_file():
             raise ConfigError(f"tokenizer {str(path)!r} does not exist")
-        if path.name == "vocab.txt":
-            return load_bert_vocab(path.parent)
-        if path.name == "vocab.json":
-            return load_gpt2_vocab(path.parent)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -16,7 +16,7 @@ import tokenizers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 
 from ..config import ConfigError
-from .base import ROLES, Tokenizer, discover_specials
+from .base import FORMAT_READERS, ROLES, Tokenizer, discover_specials
 from .train import wordpiece_pipeline
 
 HINT_FILES = ("tokenizer_config.json", "special_tokens_map.json")
@@ -122,3 +122,18 @@ def load_folder(folder: Path) -> Tokenizer:
         f"{folder}: no tokenizer found (has {', '.join(found) or 'nothing'}); expected tokenizer.json, "
         "vocab.txt (BERT WordPiece) or vocab.json + merges.txt (GPT-2 BPE)"
     )
+
+
+def read_format(path: Path) -> Tokenizer | None:
+    """A folder, a BERT vocab.txt or a GPT-2 vocab.json; None for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        return load_folder(path)
+    if path.is_file() and path.name == "vocab.txt":
+        return load_bert_vocab(path.parent)
+    if path.is_file() and path.name == "vocab.json":
+        return load_gpt2_vocab(path.parent)
+    return None
+
+
+FORMAT_READERS.append(read_format)
