@@ -17,15 +17,6 @@ from lmforge.models.build import build_model, count_parameters
 QUIET = ["train.eval_batches=2", "train.sample_tokens=0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared machine: one thread avoids OpenMP contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _arch_cfg(arch, tmp_path, params=200_000, overrides=(), tbptt=True, vocab=65):
     common = {"data": {"val_fraction": 0.1}, "train": {"threads": 1, "progress": False}}
     return arch_config(arch, data="x.txt", out=tmp_path, tokenizer_path=tmp_path / "t.json",

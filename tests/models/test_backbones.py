@@ -10,14 +10,6 @@ from lmforge.config import ConfigError, ModelConfig
 from lmforge.models.build import build_backbone, build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 V = 13
 CAUSAL = ["bigram", "mlp", "rnn", "lstm", "gru", "cnn", "rcnn"]
 STATEFUL = ["mlp", "rnn", "lstm", "gru", "cnn", "rcnn"]  # bigram needs no state

@@ -27,15 +27,6 @@ def tiny(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the test machine is shared: one thread avoids OpenMP spin-waiting under load
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_padding_never_changes_another_row(name):
     model = build_model(tiny(**VARIANTS[name])).eval()

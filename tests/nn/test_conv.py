@@ -8,15 +8,6 @@ from lmforge.nn.conv import (CausalConv1d, ConvBlock, MultiWidthConv, SameConv1d
                              receptive_field)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_receptive_field_known_answers():
     assert receptive_field(3, [1, 2, 4]) == 15
     assert receptive_field(2, [1, 2, 4, 8]) == 16  # WaveNet: kernel 2, doubling dilations

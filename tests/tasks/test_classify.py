@@ -71,15 +71,6 @@ def quiet(*args, **kwargs):
     pass
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: one thread is fastest, and on a busy machine two threads can be 50x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def no_plots(monkeypatch):
     # the trainer redraws its PNG curves after every evaluation (~0.5 s each); only the
