@@ -1,4 +1,4 @@
-"""Small file helpers every layer may use: atomic writes and one JSONL reader.
+"""Small file helpers every layer may use: atomic writes and one JSON-lines parser.
 
 Nothing here imports the rest of lmforge except `errors`, so config, data and the run
 directory code can share one way of writing and one error format for bad lines.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ConfigError
 
@@ -25,22 +25,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
 
 
-def iter_jsonl(path: str | Path, errors: str = "strict") -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSON Lines file.
+def json_line(path: str | Path, lineno: int, line: str, expected: str = "a JSON object") -> Any:
+    """One line of a JSON Lines file, parsed: the object it holds.
 
-    A line that is not a JSON object raises one ConfigError naming the file and the line:
-    `data.jsonl line 3: not a JSON object (Expecting value)`.
+    Every JSONL reader (corpus, labelled, parallel data) reports bad lines alike, naming the
+    file and line: `train.jsonl:3: not valid JSON (Expecting value)`.
     """
-    path = Path(path)
-    with open(path, encoding="utf-8", errors=errors) as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{path} line {number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path} line {number}: expected a JSON object, got "
-                                  f"{type(row).__name__}")
-            yield number, row
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise ConfigError(f"{path}:{lineno}: expected {expected}, got {type(row).__name__}")
+    return row

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..cache import cache_root
 from ..config import ConfigError
+from ..io import json_line
 
 if TYPE_CHECKING:
     from ..tokenizers import Tokenizer
@@ -147,12 +148,9 @@ def _jsonl_documents(path: Path, text_field: str, errors: str) -> Iterator[str]:
             offset += len(raw)
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or text_field not in record:
-                has = ", ".join(map(repr, record)) if isinstance(record, dict) else type(record).__name__
+            record = json_line(path, lineno, line, f"an object with a {text_field!r} field")
+            if text_field not in record:
+                has = ", ".join(map(repr, record))
                 raise ConfigError(
                     f"{path}:{lineno}: no field {text_field!r} (has {has or 'no fields'}); set data.text_field"
                 )

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, json_line
+from .holdout import holdout_rows
 
 TEXT_FIELDS = ("sentence", "text")  # looked for, in this order, when no text field is given
 SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "val", "valid", "validation"), "test": ("test",)}
@@ -149,12 +150,7 @@ def _read_jsonl(path: Path, text: str, text_field: str | None,
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} line {line_no}: not valid JSON ({err.msg})") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{path} line {line_no}: expected a JSON object, got {type(obj).__name__}")
+        obj = json_line(path, line_no, line)
         keys = list(obj)
         where = Path(f"{path} line {line_no}")
         field = _pick_text_field(where, keys, text_field)
@@ -286,12 +282,9 @@ def split_off(split: LabelledSplit, fraction: float, seed: int) -> tuple[Labelle
     """Hold out a seeded random `fraction` of a split (a dev set when no dev file is given)."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"task.dev_fraction must be in (0, 1), got {fraction}")
-    n = len(split)
-    n_dev = max(1, int(round(n * fraction)))
-    if n - n_dev < 1:
-        raise ConfigError(f"{split.path}: {n} examples are too few to hold out a dev set")
-    order = np.random.default_rng(seed).permutation(n)
-    dev_idx, train_idx = sorted(order[:n_dev]), sorted(order[n_dev:])
+    train_idx, dev_idx = holdout_rows(len(split), fraction, seed)
+    if not train_idx:
+        raise ConfigError(f"{split.path}: {len(split)} examples are too few to hold out a dev set")
     pick = lambda idx: LabelledSplit(split.path, [split.texts[i] for i in idx],  # noqa: E731
                                      [split.labels[i] for i in idx], 0)
     train, dev = pick(train_idx), pick(dev_idx)

@@ -20,7 +20,6 @@ than the limits are truncated and counted; both counts are reported by the calle
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..io import json_line
+from .holdout import holdout_rows
 
 IGNORE_INDEX = -100  # target padding: no loss
 
@@ -134,13 +135,7 @@ def _read_jsonl(path: Path, split: str, source_field: str, target_field: str,
     for lineno, line in enumerate(_read_lines(path, errors), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}:{lineno}: expected an object with {source_field!r} and "
-                              f"{target_field!r}")
+        row = json_line(path, lineno, line, f"an object with {source_field!r} and {target_field!r}")
         source, target, refs = row.get(source_field), row.get(target_field), row.get("references")
         if source is None:
             raise ConfigError(f"{path}:{lineno}: no {source_field!r} field")
@@ -164,14 +159,11 @@ def _read_jsonl(path: Path, split: str, source_field: str, target_field: str,
 
 def split_off(split: ParallelSplit, fraction: float, seed: int) -> tuple[ParallelSplit, ParallelSplit]:
     """Carve a validation split out of a training split (when the data has none)."""
-    n = len(split)
-    n_val = max(1, int(round(n * fraction)))
-    if n - n_val < 1:
-        raise ConfigError(f"{split.origin}: {n} pairs are too few to hold out a validation split")
-    order = np.random.default_rng(seed).permutation(n)
+    train_rows, val_rows = holdout_rows(len(split), fraction, seed)
+    if not train_rows:
+        raise ConfigError(f"{split.origin}: {len(split)} pairs are too few to hold out a validation split")
     parts = []
-    for name, rows in (("train", order[n_val:]), ("val", order[:n_val])):
-        rows = sorted(rows.tolist())
+    for name, rows in (("train", train_rows), ("val", val_rows)):
         parts.append(ParallelSplit(name, [split.sources[i] for i in rows],
                                    [split.targets[i] for i in rows],
                                    [split.references[i] for i in rows], 0, split.origin))
