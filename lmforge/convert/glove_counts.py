@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from .vectors import WordVectors, align_embeddings, load_into_embedding
 
 
 log = logging.getLogger("lmforge.convert.glove")
