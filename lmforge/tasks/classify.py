@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 import warnings
@@ -33,20 +32,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from ..config import (Config, ConfigError, ModelConfig, apply_overrides,
-                      config_from_dict, read_yaml, save_config)
+                      config_from_dict, read_yaml)
 from ..data.labelled import (LABELS_FILE, LabelledBatches, LabelledSplit, LabelMap, class_weights,
                              encode_texts, read_labelled, resolve_splits, split_off,
                              unknown_fraction, warn_if_one_class)
 from ..models.build import build_backbone, count_parameters
 from ..models.heads import Classifier
 from ..models.registry import backbone_spec
-from ..nn.lora import lora_options, mark_only_lora_and_head_trainable, merge_lora
-from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, load_run, read_model_config
+from ..nn.lora import lora_options, mark_only_lora_and_head_trainable
+from ..run import CONFIG, TOKENIZER, read_model_config
 from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, atomic_write_text,
-                                load_weights, save_weights)
+                                load_weights)
 from ..train import distributed
 from ..recipes.scaffold import RunDir, prepare_tokenizer, validate_config
 from ..train.loop import Trainer
@@ -66,80 +64,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-from .classify_infer import TextClassifier, evaluate_cli, predict_cli
+from .classify_infer import TextClassifier, evaluate_cli, export_merged, predict_cli
+from .classify_model import base_model_config, keras_init, load_base_backbone
 from .classify_task import (ClassificationTask, ClassifyOptions, LoRAOptions, flops_per_example,
                             format_report, parse_options, predict_batches, score, write_evaluation)
-
-
-# --------------------------------------------------------------------------- building the model
-
-
-def keras_init(model: nn.Module) -> None:
-    """Keras's default initialisers, for faithful reproductions of Keras recipes.
-
-    Embedding U(-0.05, 0.05); Dense and RNN input kernels Glorot-uniform; recurrent kernels
-    orthogonal; biases zero, except the LSTM forget gate at 1 (`unit_forget_bias`).
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            nn.init.uniform_(module.weight, -0.05, 0.05)
-        elif isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.RNNBase):
-            H = module.hidden_size
-            for name, p in module.named_parameters():
-                if name.startswith("weight_ih"):
-                    nn.init.xavier_uniform_(p)  # Keras kernel (I, G*H): same fans
-                elif name.startswith("weight_hh"):
-                    nn.init.orthogonal_(p)
-                else:
-                    nn.init.zeros_(p)
-                    if isinstance(module, nn.LSTM) and name.startswith("bias_ih"):
-                        p.data[H: 2 * H] = 1.0  # torch gate order i, f, g, o
-
-
-def load_base_backbone(backbone: nn.Module, base: Path) -> int:
-    """Copy a pretrained run's `backbone.*` weights into `backbone` (its head is dropped)."""
-    from safetensors.torch import load_file
-
-    path = base / BEST_WEIGHTS if (base / BEST_WEIGHTS).is_file() else base / WEIGHTS
-    if not path.is_file():
-        raise ConfigError(f"--base {base}: no weights ({WEIGHTS})")
-    state = {k[len("backbone."):]: v for k, v in load_file(str(path)).items()
-             if k.startswith("backbone.")}
-    own = backbone.state_dict()
-    for name, tensor in state.items():
-        if name in own and own[name].shape != tensor.shape:
-            raise ConfigError(f"{path}: {name} has shape {tuple(tensor.shape)}, the backbone "
-                              f"expects {tuple(own[name].shape)}")
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"{path}: backbone weights do not fit (missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]})")
-    return len(state)
-
-
-def base_model_config(base: Path, user_model: dict[str, Any]) -> ModelConfig:
-    """The base run's architecture as a classifier; only head settings may be changed."""
-    cfg = read_model_config(base)
-    if cfg.extra.get("lora"):
-        raise ConfigError(f"--base {base} has LoRA adapters; use its merged run ({base}/merged)")
-    data = dataclasses.asdict(cfg)
-    head_keys = {"head", "n_classes", "pooling", "dropout", "extra", "max_len"}
-    for key, value in user_model.items():
-        if key in head_keys:
-            data[key] = {**data["extra"], **value} if key == "extra" else value
-        elif key in data and ModelConfig.from_dict({key: value}).__dict__[key] != data[key]:
-            raise ConfigError(f"model.{key}={value!r} differs from the base run's {data[key]!r}; "
-                              f"fine-tuning --base {base} keeps its architecture")
-    if backbone_spec(data["arch"]).positional and data["max_len"] > cfg.max_len:
-        raise ConfigError(f"model.max_len={data['max_len']} exceeds the base run's {cfg.max_len} positions")
-    if cfg.head == "causal_lm" and data["arch"] in ("cnn", "rcnn"):
-        data["extra"] = {**data["extra"], "causal": True}  # keep the pretrained causal layout
-    data["head"] = "classifier"
-    return ModelConfig.from_dict(data, source=str(base / MODEL_CONFIG))
 
 
 # --------------------------------------------------------------------------- config resolution
@@ -418,23 +346,6 @@ def _finetune_in(run: RunDir, cfg: Config, opts: ClassifyOptions, user_model: di
 
 def _quiet(*args: Any, **kwargs: Any) -> None:
     pass
-
-
-def export_merged(run_dir: str | Path, out: str | Path) -> Path:
-    """Write a LoRA run's best weights with the adapters folded in as a plain run in `out`."""
-    run_dir, out = Path(run_dir), Path(out)
-    run = load_run(run_dir, device="cpu")
-    model = merge_lora(run.model)
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out / WEIGHTS)
-    atomic_write_text(out / MODEL_CONFIG, model.config.to_json())
-    for name in (TOKENIZER, LABELS_FILE):
-        shutil.copyfile(run_dir / name, out / name)
-    if run.config is not None:
-        cfg = dataclasses.replace(run.config, model=model.config, out=str(out))
-        cfg.task = {**cfg.task, "mode": "full"}
-        save_config(cfg, out / CONFIG)
-    return out
 
 
 # --------------------------------------------------------------------------- command line

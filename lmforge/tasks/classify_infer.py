@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import ConfigError
-from ..data.labelled import (LABELS_FILE, LabelledBatches, LabelMap, encode_texts, evaluation_file,
-                             read_labelled)
-from ..run import CONFIG, Run, load_run, read_model_config
-
-
-from .classify_task import (ClassifyOptions, format_report, parse_options, predict_batches, score,
-                            write_evaluation)
+from ..config import ConfigError, save_config
+from ..data.labelled import (
+    LABELS_FILE,
+    LabelledBatches,
+    LabelMap,
+    encode_texts,
+    evaluation_file,
+    read_labelled,
+)
+from ..io import atomic_write_text
+from ..nn.lora import merge_lora
+from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, Run, load_run, read_model_config
+from ..train.checkpoint import WEIGHTS, save_weights
+from .classify_task import (
+    ClassifyOptions,
+    format_report,
+    parse_options,
+    predict_batches,
+    score,
+    write_evaluation,
+)
 
 
 class TextClassifier:
@@ -127,3 +142,20 @@ def predict_cli(argv: list[str]) -> int:
         else:
             print(f"{pred['label']}\t{pred['probability']:.4f}\t{text}")
     return 0
+
+
+def export_merged(run_dir: str | Path, out: str | Path) -> Path:
+    """Write a LoRA run's best weights with the adapters folded in as a plain run in `out`."""
+    run_dir, out = Path(run_dir), Path(out)
+    run = load_run(run_dir, device="cpu")
+    model = merge_lora(run.model)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / WEIGHTS)
+    atomic_write_text(out / MODEL_CONFIG, model.config.to_json())
+    for name in (TOKENIZER, LABELS_FILE):
+        shutil.copyfile(run_dir / name, out / name)
+    if run.config is not None:
+        cfg = dataclasses.replace(run.config, model=model.config, out=str(out))
+        cfg.task = {**cfg.task, "mode": "full"}
+        save_config(cfg, out / CONFIG)
+    return out
