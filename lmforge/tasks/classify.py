@@ -33,23 +33,42 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import (Config, ConfigError, ModelConfig, apply_overrides,
-                      config_from_dict, read_yaml)
-from ..data.labelled import (LABELS_FILE, LabelledBatches, LabelledSplit, LabelMap, class_weights,
-                             encode_texts, read_labelled, resolve_splits, split_off,
-                             unknown_fraction, warn_if_one_class)
+from ..config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    config_from_dict,
+    read_yaml,
+)
+from ..data.labelled import (
+    LABELS_FILE,
+    LabelledBatches,
+    LabelledSplit,
+    LabelMap,
+    class_weights,
+    encode_texts,
+    read_labelled,
+    resolve_splits,
+    split_off,
+    unknown_fraction,
+    warn_if_one_class,
+)
 from ..models.build import build_backbone, count_parameters
 from ..models.heads import Classifier
 from ..models.registry import backbone_spec
 from ..nn.lora import lora_options, mark_only_lora_and_head_trainable
-from ..run import CONFIG, TOKENIZER, read_model_config
-from ..train.checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, atomic_write_text,
-                                load_weights)
-from ..train import distributed
 from ..recipes.scaffold import RunDir, prepare_tokenizer, validate_config
+from ..run import CONFIG, TOKENIZER, read_model_config, weights_path
+from ..train import distributed
+from ..train.checkpoint import (
+    TRAINER_STATE,
+    WEIGHTS,
+    atomic_write_text,
+    load_weights,
+)
 from ..train.loop import Trainer
 from ..train.runtime import pick_device
-
 
 MAX_UNKNOWN = 0.5  # a base tokenizer turning more than this share of tokens into <unk> is refused
 
@@ -66,9 +85,17 @@ DEFAULTS: dict[str, Any] = {
 
 from .classify_infer import TextClassifier, evaluate_cli, export_merged, predict_cli
 from .classify_model import base_model_config, keras_init, load_base_backbone
-from .classify_task import (ClassificationTask, ClassifyOptions, LoRAOptions, flops_per_example,
-                            format_report, parse_options, predict_batches, score, write_evaluation)
-
+from .classify_task import (
+    ClassificationTask,
+    ClassifyOptions,
+    LoRAOptions,
+    flops_per_example,
+    format_report,
+    parse_options,
+    predict_batches,
+    score,
+    write_evaluation,
+)
 
 # --------------------------------------------------------------------------- config resolution
 
@@ -318,8 +345,7 @@ def _finetune_in(run: RunDir, cfg: Config, opts: ClassifyOptions, user_model: di
     if distributed.is_fsdp(model):  # sharded: score a plain copy (no collectives on rank 0 alone)
         model = Classifier(build_backbone(m), m).to(device)
         load_weights(model, run_dir / WEIGHTS)
-    if (run_dir / BEST_WEIGHTS).is_file():
-        load_weights(model, run_dir / BEST_WEIGHTS)
+    load_weights(model, weights_path(run_dir))  # best.safetensors when kept
     epochs_done = trainer.step * tcfg.grad_accum / steps_per_epoch
     summary: dict[str, Any] = {
         "steps": trainer.step, "epochs": epochs_done, "train_seconds": trainer.elapsed,

@@ -8,11 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from ..config import (ConfigError, ModelConfig)
+from ..config import ConfigError, ModelConfig
 from ..models.registry import backbone_spec
-from ..run import MODEL_CONFIG, read_model_config
-from ..train.checkpoint import (BEST_WEIGHTS, WEIGHTS)
-
+from ..run import MODEL_CONFIG, read_model_config, weights_path
 
 
 def keras_init(model: nn.Module) -> None:
@@ -45,9 +43,7 @@ def load_base_backbone(backbone: nn.Module, base: Path) -> int:
     """Copy a pretrained run's `backbone.*` weights into `backbone` (its head is dropped)."""
     from safetensors.torch import load_file
 
-    path = base / BEST_WEIGHTS if (base / BEST_WEIGHTS).is_file() else base / WEIGHTS
-    if not path.is_file():
-        raise ConfigError(f"--base {base}: no weights ({WEIGHTS})")
+    path = weights_path(base)
     state = {k[len("backbone."):]: v for k, v in load_file(str(path)).items()
              if k.startswith("backbone.")}
     own = backbone.state_dict()

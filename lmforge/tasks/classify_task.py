@@ -18,8 +18,8 @@ from torch import nn
 from ..config import ConfigError, _from_dict
 from ..data.labelled import LabelledBatches, LabelMap
 from ..eval.metrics import classification_report, plot_confusion_matrix
-from ..models.heads import Classifier
 from ..io import atomic_write_text
+from ..models.heads import Classifier
 
 
 @dataclass

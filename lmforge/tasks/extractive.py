@@ -30,17 +30,23 @@ from ..config import Config, ConfigError
 from ..data.parallel import ParallelSplit, list_splits, read_split, split_off
 from ..models.build import count_parameters
 from ..models.extractive import SentenceScorer, build_extractive
-from ..run import TOKENIZER, read_model_config
-from ..train.checkpoint import (CheckpointError)
 from ..recipes.scaffold import RunDir, prepare_tokenizer, validate_config
+from ..run import TOKENIZER, read_model_config, weights_path
+from ..train.checkpoint import CheckpointError
 from ..train.loop import Trainer
 from ..train.runtime import pick_device
-
-from ..run import weights_path
 from .extractive_infer import ExtractiveRun, evaluate, evaluate_cli, load_extractive
-from .extractive_task import (Documents, ExtractiveOptions, ExtractiveTask, collate_documents, lead,
-                              oracle, prepare_documents, select, split_sentences)
-
+from .extractive_task import (
+    Documents,
+    ExtractiveOptions,
+    ExtractiveTask,
+    collate_documents,
+    lead,
+    oracle,
+    prepare_documents,
+    select,
+    split_sentences,
+)
 
 # --------------------------------------------------------------------------- fine-tuning
 

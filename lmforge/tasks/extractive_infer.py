@@ -13,15 +13,15 @@ from ..config import ConfigError
 from ..data.parallel import ParallelSplit, read_split
 from ..eval.metrics import rouge
 from ..models.extractive import SentenceScorer, build_extractive
-from ..run import TOKENIZER, read_model_config, read_run_config
-from ..train.checkpoint import (atomic_write_text,
-                                load_weights)
+from ..run import TOKENIZER, read_model_config, read_run_config, weights_path
+from ..train.checkpoint import atomic_write_text, load_weights
 from ..train.runtime import pick_device
-
-from ..run import weights_path
-from .extractive_task import (ExtractiveOptions, collate_documents, prepare_documents,
-                              select)
-
+from .extractive_task import (
+    ExtractiveOptions,
+    collate_documents,
+    prepare_documents,
+    select,
+)
 
 # --------------------------------------------------------------------------- a trained run
 

@@ -10,12 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, parse_section
 from ..data.parallel import ParallelSplit
 from ..eval.metrics import rouge
 from ..models.extractive import SentenceScorer
-
-from ..config import parse_section
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
 # ... unless the period belongs to one of these abbreviations (scientific prose)

@@ -86,7 +86,10 @@ def pretrain_task(head: str) -> Callable:
 
 def task_of_run(run_dir: str | Path) -> TaskSpec:
     """The task a run directory belongs to (see the module docstring)."""
-    from ..run import CONFIG, read_model_config  # the run layer sits above the registries
+    from ..run import (  # the run layer sits above the registries
+        CONFIG,
+        read_model_config,
+    )
 
     head = read_model_config(run_dir).head
     named = _named_task(Path(run_dir) / CONFIG)

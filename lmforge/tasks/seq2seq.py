@@ -29,20 +29,41 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..config import Config, ConfigError, apply_overrides, config_from_dict, load_config
-from ..data.parallel import (ParallelSplit, encode_pairs,
-                             list_splits, read_split, split_off)
+from ..data.parallel import (
+    ParallelSplit,
+    encode_pairs,
+    list_splits,
+    read_split,
+    split_off,
+)
 from ..models.build import build_model, count_parameters
-from ..run import TOKENIZER, read_model_config
-from ..train.checkpoint import (BEST_WEIGHTS, WEIGHTS, CheckpointError)
-from ..recipes.scaffold import (TOKENIZER_KINDS, RunDir, prepare_tokenizer, resume_config,
-                                validate_config)
+from ..recipes.scaffold import (
+    TOKENIZER_KINDS,
+    RunDir,
+    prepare_tokenizer,
+    resume_config,
+    validate_config,
+)
+from ..run import TOKENIZER, read_model_config, weights_path
 from ..train import distributed
 from ..train.loop import Trainer
 from ..train.runtime import pick_device
-
-from .seq2seq_decode import beam_search, block_repeats, decode_ids, greedy_search, max_lengths
+from .seq2seq_decode import (
+    beam_search,
+    block_repeats,
+    decode_ids,
+    greedy_search,
+    max_lengths,
+)
 from .seq2seq_infer import Seq2SeqRun, evaluate, evaluate_cli, load_seq2seq, translate
-from .seq2seq_task import KINDS, SOURCE_TOKENIZER, Seq2SeqTask, TaskOptions, _run_tokenizers, score
+from .seq2seq_task import (
+    KINDS,
+    SOURCE_TOKENIZER,
+    Seq2SeqTask,
+    TaskOptions,
+    _run_tokenizers,
+    score,
+)
 
 # the config without --config: a small Transformer over a joint BPE vocabulary
 DEFAULTS = ["model.head=seq2seq", "model.arch=transformer", "model.d_model=256", "model.n_layers=3",
@@ -113,9 +134,7 @@ def _apply_decoder_init(cfg: Config, opts: TaskOptions, log: Callable) -> tuple[
     m.bias, m.positional, m.norm_eps = gpt.bias, gpt.positional, gpt.norm_eps
     m.extra["dec_layers"] = gpt.n_layers
     opts.joint_vocab = True
-    weights = run / BEST_WEIGHTS if (run / BEST_WEIGHTS).is_file() else run / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"--decoder-init {run}: no weights there")
+    weights = weights_path(run)
     log(f"decoder starts from {run} ({gpt.n_layers} blocks, d_model {gpt.d_model}); its tokenizer "
         "is the joint vocabulary")
     return load_tokenizer(run / TOKENIZER), load_file(str(weights))

@@ -12,17 +12,17 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError
-from ..data.parallel import (encode_sources, read_split)
+from ..data.parallel import encode_sources, read_split
 from ..eval.metrics import rouge
 from ..models.build import build_model
-from ..run import CONFIG, read_model_config, read_run_config
-from ..train.checkpoint import (BEST_WEIGHTS, WEIGHTS, CheckpointError, atomic_write_text,
-                                load_weights)
+from ..run import CONFIG, read_model_config, read_run_config, weights_path
+from ..train.checkpoint import (
+    atomic_write_text,
+    load_weights,
+)
 from ..train.runtime import pick_device
-
 from .seq2seq_decode import decode_ids
 from .seq2seq_task import TaskOptions, _run_tokenizers, score
-
 
 # --------------------------------------------------------------------------- a trained run
 
@@ -73,11 +73,7 @@ def load_seq2seq(path: str | Path, device: str = "auto", weights: str = "best") 
     opts = TaskOptions.from_config(cfg) if cfg.task else TaskOptions()
     src_tok, tgt_tok = _run_tokenizers(path)
     model = build_model(model_config)
-    weights_path = path / BEST_WEIGHTS if weights == "best" and (path / BEST_WEIGHTS).is_file() \
-        else path / WEIGHTS
-    if not weights_path.is_file():
-        raise CheckpointError(f"{path}: no weights ({WEIGHTS}); the run has not saved a checkpoint yet")
-    load_weights(model, weights_path)
+    load_weights(model, weights_path(path, weights))
     model.to(pick_device(device)).eval()
     return Seq2SeqRun(path, model, src_tok, tgt_tok, opts)
 

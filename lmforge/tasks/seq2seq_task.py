@@ -9,12 +9,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError
-from ..data.parallel import (EncodedPairs, PairBatches, ParallelSplit, Seq2SeqBatch, eval_batches)
+from ..config import Config, ConfigError, parse_section
+from ..data.parallel import (
+    EncodedPairs,
+    PairBatches,
+    ParallelSplit,
+    Seq2SeqBatch,
+    eval_batches,
+)
 from ..eval.metrics import bleu, chrf, perplexity, rouge
 from ..run import TOKENIZER, read_model_config
-
-from ..config import parse_section
 from .seq2seq_decode import decode_ids
 
 SOURCE_TOKENIZER = "source_tokenizer.json"  # only with separate source/target vocabularies
