@@ -331,9 +331,10 @@ def compare(archs: list[str] | str, data: str | Path, budget: str | Budget,
     curve [(training seconds, val loss)]. `overrides` are dotted `key=value` settings for
     every architecture or `ARCH:key=value` for one (e.g. `lstm:train.lr=3e-3`).
     """
-    from .data.corpus import resolve_corpus_files, tokenize_corpus
+    from .data.corpus import corpus_texts_for_training, resolve_corpus_files, tokenize_corpus
     from .models.sizing import params_of
-    from .pretrain import pretrain, prepare_tokenizer
+    from .pretrain import pretrain
+    from .recipes.scaffold import prepare_tokenizer
     from .train.runtime import pick_device
 
     archs = parse_archs(archs)
@@ -358,7 +359,9 @@ def compare(archs: list[str] | str, data: str | Path, budget: str | Budget,
     base = config_from_dict({"tokenizer": {"kind": tokenizer, "vocab_size": vocab_size},
                              "data": {"path": str(data), **common["data"]}})
     out.mkdir(parents=True, exist_ok=True)
-    tok = prepare_tokenizer(base, files, out, resume=False, log=log)
+    tok = prepare_tokenizer(base, lambda: corpus_texts_for_training(files, base.data.text_field,
+                                                                    base.data.errors),
+                            log, what="the corpus")
     tokenizer_path = out / "tokenizer.json"
     tok.save(tokenizer_path)
     corpus = tokenize_corpus(files, tok, val_fraction, cache_dir=out / ".cache",
