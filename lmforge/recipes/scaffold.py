@@ -11,10 +11,10 @@
         trainer = run.start(task, cfg, log=log, tokenizer=tokenizer, files={...})
         trainer.fit()
 
-`run.start` checks that a resume has steps left, builds the Trainer (which reads the
-checkpoint), and only then writes config.yaml, model_config.json, the tokenizer and the
+`run.start` builds the Trainer (which reads the checkpoint), and only then writes config.yaml, model_config.json, the tokenizer and the
 recipe's extra files, each atomically: a refused or failed --resume leaves every file
-byte-identical. If the command fails before its first checkpoint, what it created is removed
+byte-identical, and so does a resume of a finished run (train.max_steps at or below its
+step: "nothing to do" is logged, exit 0, no file written). If the command fails before its first checkpoint, what it created is removed
 (the directory itself when it made it); what existed before is never touched.
 """
 
@@ -208,10 +208,12 @@ class RunDir:
         from ..train.loop import Trainer
 
         if self.resume and self.resume_step is not None and cfg.train.max_steps <= self.resume_step:
-            raise ConfigError(
-                f"--resume {self.path}: the run is already at step {self.resume_step} and "
-                f"train.max_steps={cfg.train.max_steps}; nothing to do (raise train.max_steps, "
-                f"e.g. train.max_steps={2 * max(self.resume_step, 1)})")
+            # a finished run resumed again: nothing to train and nothing is written, and the
+            # command succeeds, so that "train this run to N steps" can be repeated safely
+            log(f"--resume {self.path}: the run is already at step {self.resume_step} "
+                f"(train.max_steps={cfg.train.max_steps}); nothing to do, no file changed "
+                f"(raise train.max_steps to continue)")
+            return FinishedRun(self.resume_step, load_trainer_state(self.path).get("elapsed", 0.0))
         trainer = (trainer_cls or Trainer)(task, cfg.train, self.path, resume=self.resume, log=log)
         if self.writer:
             self.write(CONFIG, lambda path: save_config(cfg, path))
@@ -248,6 +250,17 @@ class RunDir:
         for entry in self.path.iterdir() if self.path.is_dir() else []:
             if entry.name not in self._before and entry.name != LOCK:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+class FinishedRun:
+    """What `RunDir.start` returns for a run that is already at train.max_steps: a Trainer
+    whose `fit` has nothing to do."""
+
+    def __init__(self, step: int, elapsed: float) -> None:
+        self.step, self.elapsed = step, elapsed
+
+    def fit(self, until_step: int | None = None) -> dict[str, float]:
+        return {}
 
 
 # --------------------------------------------------------------------------- the lock
