@@ -40,6 +40,7 @@ BACKBONES: dict[str, str] = {
     "cnn": "lmforge.models.cnn:build_cnn",
     "rcnn": "lmforge.models.rcnn:build_rcnn",
     "bert": "lmforge.models.bert:build_bert",
+    "llama": "lmforge.models.llama:build_llama",
 }
 
 # head name -> "module:class"; each class is constructed as Head(backbone, config)
@@ -69,9 +70,14 @@ def build_backbone(config: ModelConfig) -> nn.Module:
 def build_model(config: ModelConfig) -> nn.Module:
     """Build backbone + head as named by `config.arch` and `config.head`."""
     if config.head == "seq2seq":  # an encoder-decoder builds its own two backbones
-        return _resolve(HEADS, "seq2seq", "head")(config)
-    head_cls = _resolve(HEADS, config.head, "head")
-    return head_cls(build_backbone(config), config)
+        model = _resolve(HEADS, "seq2seq", "head")(config)
+    else:
+        model = _resolve(HEADS, config.head, "head")(build_backbone(config), config)
+    if config.extra.get("lora"):  # a LoRA run rebuilds with its adapters (nn/lora.py)
+        from ..nn.lora import apply_lora_from_config
+
+        apply_lora_from_config(model)
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
