@@ -174,6 +174,7 @@ class DataConfig:
     val_fraction: float = 0.1
     errors: str = "strict"  # strict | replace: what to do with non-UTF-8 bytes
     cache_dir: str = ""  # "" = <run>/../.cache/lmforge or ~/.cache/lmforge
+    format: str = ""  # chat files (SFT / DPO): messages | sharegpt | alpaca | prompt_completion; "" = detected
 
 
 @dataclass
@@ -214,6 +215,15 @@ class TrainConfig:
     lbfgs: dict[str, Any] = field(default_factory=dict)  # options for optimizer=lbfgs
     fsdp: bool = False
     init_from: str = ""  # start from this run's weights (fine-tuning a language model)
+    # memory (docs/memory.md): recompute each k-th block's activations in backward; compute a
+    # causal LM's loss in row chunks without the (B, T, V) logits; hold a LoRA run's frozen
+    # base weights in int8 ("" = as loaded)
+    activation_checkpointing: bool = False
+    checkpoint_every: int = 1
+    chunked_ce: bool = False
+    ce_chunk_size: int = 0  # rows per chunk; 0 = auto (lmforge.nn.chunked_ce.auto_chunk_size)
+    base_dtype: str = ""  # "" | int8
+    check_memory: bool = True  # refuse at start-up a run predicted not to fit (lmforge.memory)
 
 
 @dataclass
@@ -244,6 +254,12 @@ class Config:
             raise ConfigError(f"train.schedule must be cosine, linear or constant, got {t.schedule!r}")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
+        if t.checkpoint_every < 1:
+            raise ConfigError(f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
+        if t.ce_chunk_size < 0:
+            raise ConfigError(f"train.ce_chunk_size must be >= 0, got {t.ce_chunk_size}")
+        if t.base_dtype not in ("", "int8"):
+            raise ConfigError(f"train.base_dtype must be \"\" or int8, got {t.base_dtype!r}")
         if self.data.errors not in ("strict", "replace"):
             raise ConfigError(f"data.errors must be strict or replace, got {self.data.errors!r}")
 

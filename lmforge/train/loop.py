@@ -43,6 +43,7 @@ from ..config import TrainConfig
 from ..config import ConfigError
 from . import distributed
 from . import mfu as mfu_lib
+from .activation_checkpointing import apply_memory_options
 from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
                          save_weights)
 from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
@@ -169,6 +170,8 @@ class Trainer:
             raise ConfigError(f"train.optimizer={cfg.optimizer} re-evaluates the loss itself and "
                               "cannot use fp16 loss scaling; use train.precision=bf16 or fp32")
         self.model = task.model
+        for note in apply_memory_options(self.model, cfg):  # before DDP/FSDP wrap the blocks
+            self.log(note)
         # counted before wrapping: FSDP turns parameters into shards
         self.flops_per_unit = getattr(task, "flops_per_unit", None) or mfu_lib.flops_per_token(self.model)
         # weights before wrapping: DDP and FSDP start from the model they are given
