@@ -1,7 +1,7 @@
 """`lmforge convert`: Hugging Face checkpoints in and out.
 
-    lmforge convert from-hf PATH --out RUN     # GPT-2 or BERT folder -> lmforge run directory
-    lmforge convert to-hf RUN --out DIR        # lmforge GPT / BERT run -> folder transformers loads
+    lmforge convert from-hf PATH --out RUN     # GPT-2, BERT or Llama-family folder -> lmforge run
+    lmforge convert to-hf RUN --out DIR        # lmforge GPT / BERT / llama run -> folder transformers loads
 
 Python API: `from_hf(path, out)`, `to_hf(run, out)`, `import_hf(path)` (in memory).
 """
@@ -14,9 +14,10 @@ from typing import Any
 
 from torch import nn
 
-from . import hf_bert, hf_gpt2, hf_io
+from . import hf_bert, hf_gpt2, hf_io, hf_llama
 
-FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert}
+FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert, "llama": hf_llama, "mistral": hf_llama,
+            "qwen2": hf_llama, "qwen3": hf_llama}
 
 
 def family_of(path: str | Path) -> Any:
@@ -53,7 +54,8 @@ def cli(argv: list[str]) -> int:
     """lmforge convert from-hf PATH --out RUN | to-hf RUN --out DIR"""
     parser = argparse.ArgumentParser(
         prog="lmforge convert",
-        description="Convert Hugging Face GPT-2 / BERT checkpoints to lmforge runs and back. "
+        description="Convert Hugging Face GPT-2 / BERT / Llama / Mistral / Qwen2 / Qwen3 "
+                    "checkpoints to lmforge runs and back. "
                     "Only local folders are read; nothing is downloaded.")
     sub = parser.add_subparsers(dest="direction", required=True)
     p_in = sub.add_parser("from-hf", help="HF folder (config.json + weights + tokenizer) -> run")
@@ -71,7 +73,7 @@ def cli(argv: list[str]) -> int:
         family = family_of(args.path)
         out = hf_io.from_hf_folder(args.path, args.out, family, args.force)
         print(f"converted {family.FAMILY} checkpoint {args.path} -> {out} "
-              f"(try: lmforge {'generate' if family is hf_gpt2 else 'evaluate'} {out} ...)")
+              f"(try: lmforge {'evaluate' if family is hf_bert else 'generate'} {out} ...)")
     else:
         out = to_hf(args.run, args.out, args.force)
         print(f"exported {args.run} -> {out} (transformers: AutoModel.from_pretrained({str(out)!r}))")

@@ -4,6 +4,12 @@ Everything imported gets kind "hf": its special-token ids are discovered by name
 `tokenizer_config.json` / `special_tokens_map.json` when the folder has them), not fixed at 0-3.
 The pipelines rebuilt from vocab files mirror `transformers`' BertTokenizerFast and
 GPT2TokenizerFast, so ids match theirs.
+
+A tokenizer.json beside a tokenizer_config.json follows transformers' rule for what
+`tokenizer(text)` adds (`apply_tokenizer_config`): an explicit `add_bos_token` /
+`add_eos_token` replaces the file's post-processor by "[bos] $A [eos]" as flagged; otherwise
+the file's own post-processor stays. The result is baked into the saved tokenizer.json, and
+`options["add_bos"]` records whether prompts start with the BOS token (generate reads it).
 """
 
 from __future__ import annotations
@@ -103,15 +109,66 @@ def load_gpt2_vocab(folder: Path) -> Tokenizer:
     return Tokenizer(backend, "hf", specials, {"source": "vocab.json+merges.txt"})
 
 
+def apply_tokenizer_config(tok: Tokenizer, hints: dict[str, str | None],
+                           config: dict[str, Any]) -> Tokenizer:
+    """Make `tok.encode(text, add_special=True)` equal transformers' `tokenizer(text)` for a
+    tokenizer.json loaded with this tokenizer_config.json (see the module docstring)."""
+    backend = tok.backend
+    tok.specials = discover_specials(backend, hints)
+    explicit = "add_bos_token" in config or "add_eos_token" in config
+    if explicit or backend.post_processor is None:
+        add = {"bos": bool(config.get("add_bos_token", False)),
+               "eos": bool(config.get("add_eos_token", False))}
+        # transformers uses the configured token strings only; a flag without a token is dropped
+        parts = {r: hints.get(r) if add[r] and backend.token_to_id(hints.get(r) or "") is not None
+                 else None for r in add}
+        single = " ".join([f"{parts['bos']}:0"] * bool(parts["bos"]) + ["$A:0"]
+                          + [f"{parts['eos']}:0"] * bool(parts["eos"]))
+        pair = single + " " + " ".join([f"{parts['bos']}:1"] * bool(parts["bos"]) + ["$B:1"]
+                                       + [f"{parts['eos']}:1"] * bool(parts["eos"]))
+        backend.post_processor = processors.TemplateProcessing(
+            single=single, pair=pair,
+            special_tokens=[(t, backend.token_to_id(t)) for t in parts.values() if t])
+    probe_plain = backend.encode("a", add_special_tokens=False).ids
+    probe = backend.encode("a", add_special_tokens=True).ids
+    bos, eos = tok.bos_id, tok.eos_id
+    tok.options["add_bos"] = bos is not None and probe[:1] == [bos] and probe_plain[:1] != [bos]
+    tok.options["add_eos"] = eos is not None and probe[-1:] == [eos] and probe_plain[-1:] != [eos]
+    return tok
+
+
+def read_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
+    """The chat template of a HF folder: chat_template.jinja (transformers 5 saves it apart),
+    else tokenizer_config.json's `chat_template` (a string, or named templates: "default")."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default") or next(iter(named.values()), None)
+    return template if isinstance(template, str) else None
+
+
+def run_tokenizer_config(tok: Tokenizer, chat_template: str | None, max_len: int) -> dict[str, Any]:
+    """tokenizer_config.json of an imported LLM's run (transformers-compatible keys): the chat
+    template, special-token strings and whether BOS / EOS are added."""
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": chat_template,
+            "bos_token": tok.specials.get("bos"), "eos_token": tok.specials.get("eos"),
+            "pad_token": tok.specials.get("pad"), "unk_token": tok.specials.get("unk"),
+            "add_bos_token": bool(tok.options.get("add_bos", False)),
+            "add_eos_token": bool(tok.options.get("add_eos", False)),
+            "model_max_length": max_len, "clean_up_tokenization_spaces": False}
+
+
 def load_folder(folder: Path) -> Tokenizer:
     """Load the tokenizer of a folder: tokenizer.json first, then vocab.txt, then vocab.json + merges.txt."""
     if (folder / "tokenizer.json").is_file():
         path = folder / "tokenizer.json"
         tok = Tokenizer.load(path)
         if tok.kind == "hf":  # a HF-made file: its config may name specials the names miss
-            hints, _ = read_hints(folder)
-            if hints:
-                tok.specials = discover_specials(tok.backend, hints)
+            hints, config = read_hints(folder)
+            if hints or config:
+                apply_tokenizer_config(tok, hints, config)
         return tok
     if (folder / "vocab.txt").is_file():
         return load_bert_vocab(folder)
