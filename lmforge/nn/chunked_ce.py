@@ -35,7 +35,7 @@ def auto_chunk_size(n_rows: int, vocab: int, width: int) -> int:
     return max(1, min(n_rows, max(by_hidden, MIN_CHUNK_ELEMENTS // max(vocab, 1))))
 
 
-def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+def linear_compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     """The dtype `nn.Linear` would compute in here: autocast's, else the input's."""
     if torch.is_autocast_enabled(device.type) and dtype in (torch.float32, torch.bfloat16,
                                                              torch.float16):
@@ -103,7 +103,7 @@ def _row_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
     if kept_targets.numel() and (kept_targets.min() < 0 or kept_targets.max() >= weight.shape[0]):
         raise ValueError(f"target ids must be in [0, {weight.shape[0]}) or {ignore_index}")
     size = chunk_size or auto_chunk_size(max(rows.shape[0], 1), weight.shape[0], weight.shape[1])
-    cdt = _compute_dtype(hidden.device, hidden.dtype)
+    cdt = linear_compute_dtype(hidden.device, hidden.dtype)
     return _RowNLL.apply(rows, weight, kept_targets, int(size), cdt), keep
 
 

@@ -100,8 +100,19 @@ def apply_memory_options(model: nn.Module, train: Any) -> list[str]:
     activation_checkpointing / checkpoint_every: per-block checkpointing (above).
     chunked_ce / ce_chunk_size: a causal LM head computes its loss chunk by chunk
     (`lmforge.nn.chunked_ce`), never holding the (B, T, V) logits.
+    base_dtype=int8: the frozen linear layers of a LoRA run's backbone held in int8
+    (`lmforge.nn.quant`); call after the base weights are loaded.
     """
     done = []
+    if getattr(train, "base_dtype", "") == "int8":
+        from ..nn.quant import int8_bytes_saved, quantize_frozen_base
+
+        names = quantize_frozen_base(model)
+        if not names:
+            raise ConfigError("train.base_dtype=int8 holds a frozen base in int8, and this model "
+                              "has no frozen linear layer: use it with LoRA (lora.rank ...)")
+        done.append(f"int8 frozen base: {len(names)} linear layers, "
+                    f"{int8_bytes_saved(model) / 2**20:.1f} MiB saved")
     if getattr(train, "activation_checkpointing", False):
         names = enable_activation_checkpointing(model, int(getattr(train, "checkpoint_every", 1)))
         done.append(f"activation checkpointing on {len(names)} blocks")

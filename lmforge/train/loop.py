@@ -170,10 +170,10 @@ class Trainer:
             raise ConfigError(f"train.optimizer={cfg.optimizer} re-evaluates the loss itself and "
                               "cannot use fp16 loss scaling; use train.precision=bf16 or fp32")
         self.model = task.model
-        for note in apply_memory_options(self.model, cfg):  # before DDP/FSDP wrap the blocks
-            self.log(note)
         # counted before wrapping: FSDP turns parameters into shards
         self.flops_per_unit = getattr(task, "flops_per_unit", None) or mfu_lib.flops_per_token(self.model)
+        for note in apply_memory_options(self.model, cfg):  # before DDP/FSDP wrap the blocks
+            self.log(note)
         # weights before wrapping: DDP and FSDP start from the model they are given
         state = self._read_checkpoint() if resume else None
         self.train_model = distributed.wrap_model(self.model, self.dist, cfg)
