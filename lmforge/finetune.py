@@ -16,6 +16,7 @@ KINDS = {
     "classify": "lmforge.tasks.classify",
     "seq2seq": "lmforge.tasks.seq2seq",
     "lm": "lmforge.tasks.lm_finetune",
+    "sft": "lmforge.tasks.sft",
 }
 
 
