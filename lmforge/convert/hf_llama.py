@@ -15,6 +15,10 @@ GGUF's q/k already un-permuted) into `(ModelConfig, state dict of an lmforge Cau
     cfg, state = llama_from_hf(config_dict, tensors)       # raises ConfigError on bad input
     model = build_model(cfg); model.load_state_dict(state, strict=False)  # tied head: no lm_head
 
+The tokenizer side: `lmforge.tokenizers.hf.set_bos_eos(tok, add_bos, add_eos)` states the BOS/EOS
+rule of a rebuilt tokenizer, and `run_tokenizer_config(tok, chat_template, max_len)` gives the
+run's tokenizer_config.json (the keys LLM_GROUP.md lists).
+
 The layouts agree tensor for tensor (lmforge's rotary uses the same half layout), so the
 converter is the key map below; nothing is transposed or permuted.
 """
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
+from ..models.llama import ff_width
 from . import hf_io
 
 FAMILY = "llama"
@@ -177,7 +182,7 @@ def config_to_hf(cfg: ModelConfig, tokenizer: Any = None) -> dict[str, Any]:
                         original_max_position_embeddings=s["original_max_len"])
     out: dict[str, Any] = {
         "architectures": [ARCHITECTURES[model_type]], "model_type": model_type,
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": ff_width(cfg),
         "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.kv_heads, "head_dim": cfg.attn_head_dim,
         "hidden_act": hf_io.ACTIVATIONS_OUT[cfg.activation],

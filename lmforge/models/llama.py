@@ -41,6 +41,11 @@ def llama_ff_width(d_model: int, multiple_of: int = 8) -> int:
     return multiple_of * math.ceil(8 * d_model / 3 / multiple_of)
 
 
+def ff_width(config: ModelConfig) -> int:
+    """The SwiGLU width of a llama config: model.d_ff, or the 8/3 d default."""
+    return config.d_ff or llama_ff_width(config.d_model)
+
+
 def rope_scaling_dict(config: ModelConfig) -> dict | None:
     return dict(config.rope_scaling) if config.rope_scaling else None
 
@@ -50,7 +55,7 @@ class Block(nn.Module):
 
     def __init__(self, c: ModelConfig, rotary: Rotary, window: int) -> None:
         super().__init__()
-        d_ff = c.d_ff or llama_ff_width(c.d_model)
+        d_ff = ff_width(c)
         self.attn_norm = RMSNorm(c.d_model, c.norm_eps)
         self.attn = GroupedQueryAttention(c.d_model, c.n_heads, c.kv_heads, c.attn_head_dim, rotary,
                                           c.dropout, c.qkv_bias, c.qk_norm, c.norm_eps, window)

@@ -5,11 +5,12 @@ Everything imported gets kind "hf": its special-token ids are discovered by name
 The pipelines rebuilt from vocab files mirror `transformers`' BertTokenizerFast and
 GPT2TokenizerFast, so ids match theirs.
 
-A tokenizer.json beside a tokenizer_config.json follows transformers' rule for what
-`tokenizer(text)` adds (`apply_tokenizer_config`): an explicit `add_bos_token` /
-`add_eos_token` replaces the file's post-processor by "[bos] $A [eos]" as flagged; otherwise
-the file's own post-processor stays. The result is baked into the saved tokenizer.json, and
-`options["add_bos"]` records whether prompts start with the BOS token (generate reads it).
+What `tokenizer(text)` adds is decided as transformers 5 decides it for a tokenizer.json: by
+the file's post-processor alone (tokenizer_config.json's `add_bos_token` / `add_eos_token`
+are dropped when a tokenizer.json exists). `apply_tokenizer_config` takes the special-token
+names from the config and records in `options["add_bos"]` / `options["add_eos"]` whether
+encoding adds them (generate starts prompts with BOS accordingly). A tokenizer built from
+another format (GGUF) states its rule with `set_bos_eos`, which writes the post-processor.
 """
 
 from __future__ import annotations
@@ -109,32 +110,42 @@ def load_gpt2_vocab(folder: Path) -> Tokenizer:
     return Tokenizer(backend, "hf", specials, {"source": "vocab.json+merges.txt"})
 
 
+def _record_bos_eos(tok: Tokenizer) -> Tokenizer:
+    """options["add_bos"/"add_eos"]: does `encode(text, add_special=True)` wrap text in them?"""
+    plain = tok.backend.encode("a", add_special_tokens=False).ids
+    wrapped = tok.backend.encode("a", add_special_tokens=True).ids
+    bos, eos = tok.bos_id, tok.eos_id
+    tok.options["add_bos"] = bos is not None and wrapped[:1] == [bos] and plain[:1] != [bos]
+    tok.options["add_eos"] = eos is not None and wrapped[-1:] == [eos] and plain[-1:] != [eos]
+    return tok
+
+
 def apply_tokenizer_config(tok: Tokenizer, hints: dict[str, str | None],
                            config: dict[str, Any]) -> Tokenizer:
-    """Make `tok.encode(text, add_special=True)` equal transformers' `tokenizer(text)` for a
-    tokenizer.json loaded with this tokenizer_config.json (see the module docstring)."""
-    backend = tok.backend
-    tok.specials = discover_specials(backend, hints)
-    explicit = "add_bos_token" in config or "add_eos_token" in config
-    if explicit or backend.post_processor is None:
-        add = {"bos": bool(config.get("add_bos_token", False)),
-               "eos": bool(config.get("add_eos_token", False))}
-        # transformers uses the configured token strings only; a flag without a token is dropped
-        parts = {r: hints.get(r) if add[r] and backend.token_to_id(hints.get(r) or "") is not None
-                 else None for r in add}
-        single = " ".join([f"{parts['bos']}:0"] * bool(parts["bos"]) + ["$A:0"]
-                          + [f"{parts['eos']}:0"] * bool(parts["eos"]))
-        pair = single + " " + " ".join([f"{parts['bos']}:1"] * bool(parts["bos"]) + ["$B:1"]
-                                       + [f"{parts['eos']}:1"] * bool(parts["eos"]))
-        backend.post_processor = processors.TemplateProcessing(
-            single=single, pair=pair,
-            special_tokens=[(t, backend.token_to_id(t)) for t in parts.values() if t])
-    probe_plain = backend.encode("a", add_special_tokens=False).ids
-    probe = backend.encode("a", add_special_tokens=True).ids
-    bos, eos = tok.bos_id, tok.eos_id
-    tok.options["add_bos"] = bos is not None and probe[:1] == [bos] and probe_plain[:1] != [bos]
-    tok.options["add_eos"] = eos is not None and probe[-1:] == [eos] and probe_plain[-1:] != [eos]
-    return tok
+    """Special tokens named by a HF folder's tokenizer_config.json / special_tokens_map.json,
+    and the BOS/EOS rule of the tokenizer.json recorded in `tok.options` (module docstring)."""
+    tok.specials = discover_specials(tok.backend, hints)
+    return _record_bos_eos(tok)
+
+
+def set_bos_eos(tok: Tokenizer, add_bos: bool, add_eos: bool = False) -> Tokenizer:
+    """Make `encode(text, add_special=True)` give [bos] text [eos] as flagged (as transformers'
+    `update_post_processor` does), e.g. from GGUF's tokenizer.ggml.add_bos_token. Byte-level
+    offset trimming is kept out of it: it never changes ids."""
+    parts = {"bos": tok.specials.get("bos") if add_bos else None,
+             "eos": tok.specials.get("eos") if add_eos else None}
+    for role, token in parts.items():
+        if token is not None and tok.backend.token_to_id(token) is None:
+            raise ConfigError(f"tokenizer has no {role} token {token!r} to add")
+    bos = [f"{parts['bos']}:0"] if parts["bos"] else []
+    eos = [f"{parts['eos']}:0"] if parts["eos"] else []
+    single = " ".join(bos + ["$A:0"] + eos)
+    pair = single + " " + " ".join([t.replace(":0", ":1") for t in bos] + ["$B:1"]
+                                   + [t.replace(":0", ":1") for t in eos])
+    tok.backend.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair,
+        special_tokens=[(t, tok.backend.token_to_id(t)) for t in parts.values() if t])
+    return _record_bos_eos(tok)
 
 
 def read_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
