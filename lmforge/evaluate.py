@@ -18,6 +18,7 @@ EVALUATORS = {
     "classifier": "lmforge.tasks.classify",
     "seq2seq": "lmforge.tasks.seq2seq",
     "sft": "lmforge.tasks.sft",  # keyed by config.yaml task.kind, which wins over the head
+    "dpo": "lmforge.tasks.dpo",
 }
 
 

@@ -17,6 +17,7 @@ KINDS = {
     "seq2seq": "lmforge.tasks.seq2seq",
     "lm": "lmforge.tasks.lm_finetune",
     "sft": "lmforge.tasks.sft",
+    "dpo": "lmforge.tasks.dpo",
 }
 
 

@@ -206,13 +206,16 @@ def assistant_spans(template: Any, messages: Sequence[Mapping[str, str]], where:
 
 def encode_conversation(template: Any, tokenizer: Any, messages: Sequence[Mapping[str, str]],
                         where: str, max_len: int, train_on_prompt: bool = False,
-                        bos_id: int | None = None) -> Encoded:
+                        bos_id: int | None = None, last_reply_only: bool = False) -> Encoded:
     """Token ids of the rendered chat and its loss mask, cut to `max_len` + 1 tokens.
 
     `bos_id` is prepended when the base's tokenizer adds one and the template did not.
     The mask says which *tokens* are learned; the task shifts it onto the targets.
+    `last_reply_only` marks the final assistant reply alone (DPO's completion).
     """
     text, spans = assistant_spans(template, messages, where)
+    if last_reply_only:
+        spans = spans[-1:]
     enc = tokenizer.backend.encode(text, add_special_tokens=False)
     ids = list(enc.ids)
     if train_on_prompt:
