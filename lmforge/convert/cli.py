@@ -1,7 +1,10 @@
 """`lmforge convert`: Hugging Face checkpoints in and out.
 
     lmforge convert from-hf PATH --out RUN     # GPT-2, BERT or Llama-family folder -> lmforge run
+    lmforge convert from-gguf FILE --out RUN   # GGUF (llama, mistral, qwen2, qwen3) -> run
+    lmforge convert to-gguf RUN --out F.gguf --type f16   # llama run -> GGUF (f32/f16/bf16/q8_0)
     lmforge convert to-hf RUN --out DIR        # lmforge GPT / BERT / llama run -> folder transformers loads
+    lmforge convert merge-lora RUN --out RUN2  # LoRA run -> plain run with the adapters folded in
 
 Python API: `from_hf(path, out)`, `to_hf(run, out)`, `import_hf(path)` (in memory).
 """
@@ -14,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from . import hf_bert, hf_gpt2, hf_io, hf_llama
+from . import gguf_convert, hf_bert, hf_gpt2, hf_io, hf_llama, merge_lora
 
 FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert, "llama": hf_llama, "mistral": hf_llama,
             "qwen2": hf_llama, "qwen3": hf_llama}
@@ -68,7 +71,13 @@ def cli(argv: list[str]) -> int:
     p_out.add_argument("--out", required=True, help="folder to write (config.json, "
                                                     "model.safetensors, tokenizer files)")
     p_out.add_argument("--force", action="store_true", help="overwrite an existing export there")
+    gguf_convert.add_commands(sub)  # from-gguf, to-gguf
+    merge_lora.add_commands(sub)  # merge-lora
     args = parser.parse_args(argv)
+    if (done := gguf_convert.run_command(args)) is not None:
+        return done
+    if (done := merge_lora.run_command(args)) is not None:
+        return done
     if args.direction == "from-hf":
         family = family_of(args.path)
         out = hf_io.from_hf_folder(args.path, args.out, family, args.force)
