@@ -86,3 +86,23 @@ def test_bad_targets_list_the_layers_and_create_nothing(tmp_path, capsys):
     code = main(["finetune", "sft", "--base", str(base), "--data", str(tmp_path / "nope.jsonl"),
                  "--out", str(out)])
     assert code == 1 and "nope.jsonl' does not exist" in capsys.readouterr().err
+
+
+def test_merge_lora_command_and_a_foreign_base_refused(tmp_path, capsys):
+    base, other = make_base(tmp_path / "base"), make_base(tmp_path / "other", seed=1)
+    data = write_jsonl(tmp_path / "chats.jsonl", toy_chats(20))
+    run = finetune(str(data), base=str(base), out=str(tmp_path / "sft"),
+                   overrides=FAST + ["train.max_steps=3", "train.eval_every=3"],
+                   lora={"rank": 2, "merge": False})
+    assert not (run / "merged").exists()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code = main(["convert", "merge-lora", str(run), "--out", str(tmp_path / "m2"), "--base", str(other)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"trained on base {base.resolve()}" in err and f"base {other.resolve()}" in err
+    assert not (tmp_path / "m2").exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert main(["convert", "merge-lora", str(run), "--out", str(tmp_path / "m2")]) == 0
+    merged, lora = load_run(tmp_path / "m2", device="cpu"), load_run(run, device="cpu")
+    ids = torch.randint(0, 40, (2, 16))
+    torch.testing.assert_close(merged.model(ids)[0], lora.model(ids)[0], atol=1e-5, rtol=1e-5)
+    assert (tmp_path / "m2" / "tokenizer.json").is_file()
