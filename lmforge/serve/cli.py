@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
+import signal
 import socket
+import threading
 
 from ..config import ConfigError
 
@@ -100,5 +102,12 @@ def cli(argv: list[str]) -> int:
           flush=True)
     config = uvicorn.Config(app, log_level="warning",
                             timeout_graceful_shutdown=args.drain_seconds)
-    uvicorn.Server(config).run(sockets=[sock])
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn drains on SIGTERM, then re-raises it to the previous handler: make that a
+        # clean exit 0 instead of death by signal
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn already drained, as for SIGTERM
+        pass
     return 0
