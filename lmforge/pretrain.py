@@ -16,6 +16,7 @@ import torch
 
 from .config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml, save_config
 from .models.build import build_model, count_parameters
+from .nn.lora import has_lora, mark_only_lora_trainable
 from .run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config
 from .train import distributed
 from .train.checkpoint import TRAINER_STATE, atomic_write_text, load_weights
@@ -93,10 +94,16 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg.model).to(device)
     if tcfg.init_from and not resume:
+        from .nn.lora_io import load_base_weights
         from .run import weights_path
 
-        load_weights(model, weights_path(tcfg.init_from))
+        if has_lora(model):  # fresh adapters over the base (finetune lm --mode lora)
+            load_base_weights(model, weights_path(tcfg.init_from))
+        else:
+            load_weights(model, weights_path(tcfg.init_from))
         log(f"initialised from {tcfg.init_from}")
+    if has_lora(model):
+        mark_only_lora_trainable(model)  # only the adapters train
     if info.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG)
