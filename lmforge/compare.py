@@ -64,6 +64,10 @@ ARCH_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
              "train": {"lr": 5e-3}},
     # a small pre-LayerNorm decoder
     "gpt": {"model": {"n_layers": 4, "n_heads": 4, "activation": "gelu"}, "train": {"lr": 3e-3}},
+    # the gpt recipe on a Llama-family decoder (RMSNorm, SwiGLU, rotary, 2 key-value heads);
+    # its rate is the gpt's, not swept yet
+    "llama": {"model": {"n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "activation": "silu"},
+              "train": {"lr": 3e-3}},
 }
 RECURRENT = ("rnn", "lstm", "gru", "rcnn")  # carry state across windows (truncated BPTT)
 EVAL_POINTS = 10  # evaluations per run: enough points for a curve

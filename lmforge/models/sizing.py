@@ -25,6 +25,8 @@ TOLERANCE = 0.5  # a result further than this (relative) from the target is an e
 
 
 def _width_step(arch: str, base: ModelConfig) -> int:
+    if arch == "llama" and not base.head_dim:
+        return 2 * base.n_heads  # rotary heads need an even width
     return base.n_heads if arch in ("gpt", "bert") else 1
 
 

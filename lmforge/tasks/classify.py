@@ -54,8 +54,9 @@ from ..train.loop import Trainer, pick_device
 
 T = TypeVar("T")
 
-# backbones whose positions are learned up to model.max_len: texts may not be longer
-POSITIONAL_ARCHS = ("gpt", "bert")
+# backbones whose positions are learned (or rotary tables sized) up to model.max_len: texts
+# may not be longer
+POSITIONAL_ARCHS = ("gpt", "bert", "llama")
 MAX_UNKNOWN = 0.5  # a base tokenizer turning more than this share of tokens into <unk> is refused
 
 # from-scratch defaults when no --config is given (a YAML recipe overrides any of them)
