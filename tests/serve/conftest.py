@@ -15,7 +15,7 @@ from lmforge.cli import main
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
           "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
           "{{ '<|im_start|>assistant\\n' }}{% endif %}")
-TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=192",
+TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_len=256",
         "train.batch_size=4", "train.max_steps=5", "train.eval_every=5", "train.eval_batches=1",
         "train.progress=false", "train.sample_tokens=0"]
 
