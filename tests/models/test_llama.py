@@ -222,6 +222,16 @@ def test_pretrain_from_scratch_learns(tmp_path, tiny_corpus, capsys):
     assert main(["generate", str(tmp_path / "run"), "--prompt", "ROMEO:", "--max-new-tokens", "20",
                  "--seed", "1"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:")
+    # the trained run exports to a folder transformers loads with equal logits
+    transformers = pytest.importorskip("transformers")
+    from lmforge.run import load_run
+
+    assert main(["convert", "to-hf", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    run = load_run(tmp_path / "run", device="cpu")
+    ids = torch.tensor([run.tokenizer.encode("ROMEO: my love")])
+    with torch.no_grad():
+        assert (hf(ids).logits - run.model(ids)[0]).abs().max().item() <= 1e-4
     assert main(["pretrain", "--data", str(tiny_corpus), "--out", str(tmp_path / "bad"),
                  "model.arch=llama", "model.n_kv_heads=3"]) == 1
     assert "model.n_kv_heads=3 must divide model.n_heads=4" in capsys.readouterr().err
