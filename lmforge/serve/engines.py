@@ -3,7 +3,7 @@
 An engine holds the model's decoding state of every row in the batch and knows three moves,
 all called from the scheduler's model thread only:
 
-    admit(prompt_ids, max_new_tokens) -> logits (1, V) of the newcomer's first new token
+    admit(prompts, max_new_tokens)    -> logits (N, V) of the newcomers' first new tokens
     step(tokens)                      -> logits (B, V): feed each row its last chosen token
     keep(rows)                        -> keep only these rows, in this order (others leave)
 
@@ -36,8 +36,8 @@ class KVBatch:
     each token gets its true position (column - pad[b]), so every row computes what it would
     alone (the left-padding scheme of `generate.causal`, kept open while rows come and go).
 
-    A newcomer whose prompt (P tokens) fits in the columns so far is prefilled alone into
-    columns [length - P, length) and its cache rows are appended to the batch. Columns of a
+    Newcomers whose prompts (at most P tokens) fit in the columns so far are prefilled
+    together into columns [length - P, length) and their cache rows appended to the batch. Columns of a
     row never move: rotary attention rotates keys by their column, so moving them would
     change the attention of later queries. When a prompt is longer than the columns so far,
     when the next column would pass the model's context, or when most columns have become
@@ -55,6 +55,7 @@ class KVBatch:
         self.mask: torch.Tensor | None = None  # (B, capacity) True at real cached tokens
         self.pad: torch.Tensor | None = None  # (B,) column of each row's first real token
         self.rebuilds = 0  # how often the batch was re-prefilled (tests, benchmarks)
+        self.appends = 0  # how often newcomers joined without a rebuild
 
     @property
     def length(self) -> int:
@@ -109,19 +110,20 @@ class KVBatch:
             cache.k, cache.v = torch.cat([cache.k, zeros], 2), torch.cat([cache.v, zeros], 2)
         self.mask = torch.cat([self.mask, self.mask.new_zeros(len(self.fed), new - capacity)], 1)
 
-    def admit(self, prompt: Sequence[int], max_new_tokens: int) -> torch.Tensor:
-        rows = [list(prompt)[-(self.limit - 1):]]  # room for one new token (routes refuse longer)
-        P, L = len(rows[0]), self.length
-        if not self.fed:
+    def admit(self, prompts: Sequence[Sequence[int]], max_new_tokens: Sequence[int]) -> torch.Tensor:
+        rows = [list(p)[-(self.limit - 1):] for p in prompts]  # room for one new token
+        P, L = max(len(r) for r in rows), self.length
+        if not self.fed:  # an empty batch: one ragged prefill of all newcomers
             logits, self.caches, self.mask, self.pad = self._prefill(rows, 0, self._capacity(P + 1))
-        elif P <= L:  # fits to the left of the current column: prefill alone, then append
+        elif P <= L:  # they fit left of the current column: prefill them, then append
             logits, caches, mask, pad = self._prefill(rows, L - P, self.mask.size(1))
             for mine, new in zip(self.caches, caches):
                 mine.k, mine.v = torch.cat([mine.k, new.k]), torch.cat([mine.v, new.v])
             self.mask, self.pad = torch.cat([self.mask, mask]), torch.cat([self.pad, pad])
+            self.appends += 1
         else:
             logits = self._rebuild(rows)
-        self.fed.append(rows[0])
+        self.fed.extend(rows)
         return logits
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
@@ -133,7 +135,10 @@ class KVBatch:
         self._grow(L + 1)
         ids = torch.tensor(list(tokens), dtype=torch.long, device=self.device)[:, None]  # (B, 1)
         self.mask[:, L] = True
-        kwargs: dict[str, Any] = {"mask": self.mask[:, :L + 1]}
+        # every row starting at column 0 (always so for a batch of one): no key to mask, and
+        # attention takes its fast unmasked path
+        ragged = bool(self.pad.any())
+        kwargs: dict[str, Any] = {"mask": self.mask[:, :L + 1] if ragged else None}
         if self.positions_ok:
             kwargs["positions"] = (L - self.pad)[:, None]  # (B, 1)
         hidden, _ = self.backbone(ids, state=self.caches, **kwargs)  # (B, 1, D)
@@ -165,10 +170,13 @@ class SoloRows:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def admit(self, prompt: Sequence[int], max_new_tokens: int) -> torch.Tensor:
-        logits, state, step = start_decoding(self.model, [list(prompt)], max(1, max_new_tokens))
-        self.rows.append((state, step))
-        return logits
+    def admit(self, prompts: Sequence[Sequence[int]], max_new_tokens: Sequence[int]) -> torch.Tensor:
+        out = []
+        for prompt, n in zip(prompts, max_new_tokens):
+            logits, state, step = start_decoding(self.model, [list(prompt)], max(1, n))
+            self.rows.append((state, step))
+            out.append(logits)
+        return torch.cat(out)
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
         out = []

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 import uuid
+from collections import deque
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -50,8 +52,9 @@ async def read_json(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise APIError(400, f"the request body is not valid JSON: {err}", None,
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, deep nesting
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise APIError(400, f"the request body is not valid JSON: {reason}", None,
                        "invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", None, "invalid_json")
@@ -87,18 +90,24 @@ def get_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 class Job:
-    """The sequences of one request and the asyncio queue their deltas arrive on."""
+    """The sequences of one request, and the inbox their deltas arrive in.
+
+    The model thread appends (index, delta) to `inbox` and wakes the event loop at most once
+    until the loop has drained it: under load, many tokens cost one wake-up. A non-streaming
+    job is woken only when a choice finishes.
+    """
 
     def __init__(self, lm: Any, req: GenerationRequest) -> None:
-        loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()
+        self.loop, self.ready = asyncio.get_running_loop(), asyncio.Event()
+        self.inbox: deque[tuple[int, Delta]] = deque()
+        self._wake_pending = False
         self.lm, self.req, self.seqs = lm, req, []
         for p, prompt in enumerate(req.prompts):
             for j in range(req.n):
                 opts = dataclasses.replace(req.options, stop=list(req.options.stop))
                 if opts.seed is not None:
                     opts.seed += j  # sample j of a prompt: seed + j, as `lmforge generate`
-                index = p * req.n + j
-                sink = (lambda i: lambda d: loop.call_soon_threadsafe(self.queue.put_nowait, (i, d)))(index)
+                sink = functools.partial(self._arrive, p * req.n + j)
                 self.seqs.append(Sequence(prompt, opts, sink, req.stop_ids, req.logprobs))
         try:
             lm.scheduler.submit(self.seqs)
@@ -107,6 +116,29 @@ class Job:
             raise APIError(429, str(err), None, "queue_full") from None
         except SchedulerClosed as err:
             raise APIError(503, str(err), None, "shutting_down") from None
+
+    def _arrive(self, index: int, delta: Delta) -> None:  # model thread
+        self.inbox.append((index, delta))
+        if (self.req.stream or delta.finish_reason) and not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:  # event loop
+        self._wake_pending = False
+        self.ready.set()
+
+    async def next_batch(self, timeout: float | None = None) -> list[tuple[int, Delta]]:
+        """The deltas arrived so far (waits for some; [] after `timeout` seconds)."""
+        if not self.inbox:
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        self.ready.clear()
+        out = []
+        while self.inbox:
+            out.append(self.inbox.popleft())
+        return out
 
     def cancel(self) -> None:
         for seq in self.seqs:
@@ -157,17 +189,27 @@ async def collect(job: Job, request: Request) -> list[list[Delta]]:
     deltas: list[list[Delta]] = [[] for _ in job.seqs]
     left = len(job.seqs)
     while left:
-        try:
-            index, delta = await asyncio.wait_for(job.queue.get(), POLL_S)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                raise APIError(499, "the client disconnected") from None
-            continue
-        deltas[index].append(delta)
-        if delta.finish_reason == "error":
-            raise APIError(500 if "shutting" not in delta.text else 503, delta.text)
-        left -= delta.finish_reason is not None
+        arrived = await job.next_batch(POLL_S)
+        if not arrived and await request.is_disconnected():
+            raise APIError(499, "the client disconnected")
+        for index, delta in arrived:
+            deltas[index].append(delta)
+            if delta.finish_reason == "error":
+                raise APIError(500 if "shutting" not in delta.text else 503, delta.text)
+            left -= delta.finish_reason is not None
     return deltas
+
+
+def merge(arrived: list[tuple[int, Delta]]) -> list[tuple[int, Delta]]:
+    """Consecutive text deltas of one choice as one (fewer, larger chunks under load)."""
+    out: list[tuple[int, Delta]] = []
+    for index, d in arrived:
+        if out and out[-1][0] == index and out[-1][1].finish_reason is None:
+            last = out[-1][1]
+            out[-1] = (index, Delta(last.text + d.text, d.token, None, None, d.finish_reason))
+        else:
+            out.append((index, d))
+    return out
 
 
 async def stream(job: Job, chunk: Any) -> AsyncIterator[str]:
@@ -175,14 +217,20 @@ async def stream(job: Job, chunk: Any) -> AsyncIterator[str]:
     try:
         left = len(job.seqs)
         while left:
-            index, delta = await job.queue.get()
-            if delta.finish_reason == "error":
-                yield sse(error_body(500, delta.text))
-                return
-            event = chunk(index, delta)
-            if event is not None:
-                yield sse(event)
-            left -= delta.finish_reason is not None
+            arrived = await job.next_batch()
+            if job.req.logprobs is None:  # log-probs stay one token per chunk
+                arrived = merge(arrived)
+            events = []
+            for index, delta in arrived:
+                if delta.finish_reason == "error":
+                    yield "".join(events) + sse(error_body(500, delta.text))
+                    return
+                event = chunk(index, delta)
+                if event is not None:
+                    events.append(sse(event))
+                left -= delta.finish_reason is not None
+            if events:
+                yield "".join(events)
         if job.req.include_usage:
             yield sse({**chunk(None, None), "usage": job.usage()})
         yield "data: [DONE]\n\n"

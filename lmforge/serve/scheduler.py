@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..generate.sampling import DecodeOptions, RowRandom, apply_repetition_penalty, sample_next
+from ..generate.sampling import (DecodeOptions, RowRandom, apply_repetition_penalty, draw,
+                                 filter_logits, sample_next)
 from ..generate.text import TextStream
 from .engines import make_engine
 
@@ -217,6 +218,7 @@ class Scheduler:
         if self.rows:
             logits = self.engine.step([s.pending for s in self.rows])  # (B, V)
             self._choose(self.rows, logits)
+        joining = []
         for seq in arrivals:
             if seq.cancelled:
                 continue
@@ -225,11 +227,14 @@ class Scheduler:
                 self._send(seq, Delta("", finish_reason="length"))
                 continue
             self._prepare(seq)
-            logits = self.engine.admit(seq.prompt, seq.options.max_new_tokens)  # (1, V)
+            joining.append(seq)
+        if joining:  # one prefill for everyone who arrived this round
+            logits = self.engine.admit([s.prompt for s in joining],
+                                       [s.options.max_new_tokens for s in joining])  # (N, V)
             if self.metrics is not None:
-                self.metrics.prompt_tokens.inc(len(seq.prompt))
-            self.rows.append(seq)
-            self._choose([seq], logits)
+                self.metrics.prompt_tokens.inc(sum(len(s.prompt) for s in joining))
+            self.rows.extend(joining)
+            self._choose(joining, logits)
         self._drop_ended()
         self._gauge()
 
@@ -253,21 +258,31 @@ class Scheduler:
             seq._seen[0, seq.prompt] = True
 
     def _choose(self, rows: list[Sequence], logits: torch.Tensor) -> None:
-        """Pick each row's next token (its own options), report it, mark finished rows."""
+        """Pick each row's next token (its own options), report it, mark finished rows.
+
+        Rows sampling with the same settings are drawn together (filters and softmax are
+        row-wise; each row reads its own random stream), the repetition penalty row by row:
+        the same operations, in the same order, as `generate.sample_loop`."""
         logits = logits.float()  # (B, V)
         logp = F.log_softmax(logits, dim=-1)  # the unfiltered distribution, as sample_loop
-        picks = logits.argmax(-1).tolist()
+        picks = logits.argmax(-1)  # (B,): greedy rows keep these
+        groups: dict[tuple, list[int]] = {}
         for i, seq in enumerate(rows):
             opts = seq.options
-            if seq._seen is not None or not opts.greedy:
-                scores = logits[i:i + 1]
-                if seq._seen is not None:
-                    scores = apply_repetition_penalty(scores, seq._seen.to(scores.device),
-                                                      opts.repetition_penalty)
-                picks[i] = int(sample_next(scores, opts.temperature, opts.top_k, opts.top_p,
-                                           seq._random, opts.min_p)[0])
-                if seq._seen is not None:
-                    seq._seen[0, picks[i]] = True
+            if seq._seen is not None:
+                scores = apply_repetition_penalty(logits[i:i + 1], seq._seen.to(logits.device),
+                                                  opts.repetition_penalty)
+                picks[i] = sample_next(scores, opts.temperature, opts.top_k, opts.top_p,
+                                       seq._random, opts.min_p)[0]
+                seq._seen[0, int(picks[i])] = True
+            elif not opts.greedy:
+                groups.setdefault((opts.temperature, opts.top_k, opts.top_p, opts.min_p), []).append(i)
+        for (temperature, top_k, top_p, min_p), members in groups.items():
+            index = torch.tensor(members, device=logits.device)
+            probs = F.softmax(filter_logits(logits[index] / temperature, top_k, top_p, min_p), -1)
+            uniform = torch.cat([rows[i]._random.uniform() for i in members])  # (G,)
+            picks[index] = draw(probs, uniform.to(probs.device))
+        picks = picks.tolist()
         chosen = torch.tensor(picks, device=logp.device)
         lps = logp.gather(1, chosen[:, None])[:, 0].tolist()
         now = time.monotonic()

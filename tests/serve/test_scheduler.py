@@ -66,13 +66,20 @@ PROMPTS = [[5, 6, 7], [8] * 9, [9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
 
 
 @pytest.mark.parametrize("positional", ["learned", "rotary"])
-def test_batched_greedy_equals_one_at_a_time(tokenizer, positional):
+@pytest.mark.parametrize("first", [0, 3])
+def test_batched_greedy_equals_one_at_a_time(tokenizer, positional, first):
+    """first=0: a 3-token prompt starts, longer ones arrive (the batch is rebuilt);
+    first=3: a 12-token prompt starts, shorter ones join in place at the current column."""
     model = tiny(positional=positional, max_len=32)  # the column clock reaches max_len: rebuilt
     lengths = [20, 7, 25, 12, 30]  # rows finish at different steps and leave the batch
     jobs = [(p, DecodeOptions(max_new_tokens=n, temperature=0)) for p, n in zip(PROMPTS, lengths)]
+    jobs.insert(0, jobs.pop(first))
     seqs, sinks, sched = run_staggered(model, tokenizer, jobs)
     assert isinstance(sched.engine, KVBatch)
-    assert sched.engine.rebuilds >= 2  # a 12-token prompt arrived when fewer columns existed; max_len
+    if first == 0:
+        assert sched.engine.rebuilds >= 2  # longer prompts than columns; then max_len reached
+    else:
+        assert sched.engine.appends >= 1
     for (prompt, opts), seq in zip(jobs, seqs):
         expected = generate_ids(model, prompt, max_new_tokens=opts.max_new_tokens, temperature=0)
         assert seq.tokens == expected
