@@ -2,9 +2,9 @@
 
 Starts real servers (subprocesses on 127.0.0.1, a free port) over one run and measures:
 
-  1. load        N requests (default 1,000) at concurrency 16, half streaming, prompts of 5-160
-                 characters, max_tokens 8-64: errors, total tokens/s, p50/p99 time to first
-                 token (streaming requests, client side)
+  1. load        N requests (default 1,000) at concurrency 16, half streaming, prompts of 1-30
+                 words (at most 120 characters), max_tokens 16-128, temperature 0.8: errors,
+                 total tokens/s, p50/p99 time to first token (streaming requests, client side)
   2. one at a time  the same mix (--baseline-requests of them) against a --max-batch 1 server:
                  tokens/s, and the batching speed-up
   3. disconnects 100 clients that hang up after a random number of chunks: the next request
@@ -89,8 +89,8 @@ def workload(n: int, seed: int) -> list[dict]:
     jobs = []
     for i in range(n):
         words = rng.choices(WORDS, k=rng.randint(1, 30))
-        prompt = " ".join(words)[:160]
-        jobs.append({"model": None, "prompt": prompt, "max_tokens": rng.randint(8, 64),
+        prompt = " ".join(words)[:120]  # + max_tokens fits the default model's 256 positions
+        jobs.append({"model": None, "prompt": prompt, "max_tokens": rng.randint(16, 128),
                      "temperature": 0.8, "seed": i, "stream": i % 2 == 0,
                      "stream_options": {"include_usage": True}})
     return jobs
