@@ -16,14 +16,22 @@ import json
 import time
 import uuid
 from collections import deque
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .scheduler import Delta, QueueFull, SchedulerClosed, Sequence
-from .schemas import (APIError, GenerationRequest, bad, error_body, parse_chat, parse_classify,
-                      parse_completion)
+from .schemas import (
+    APIError,
+    GenerationRequest,
+    bad,
+    error_body,
+    parse_chat,
+    parse_classify,
+    parse_completion,
+)
 
 router = APIRouter()
 POLL_S = 0.25  # how often a waiting non-streaming request checks that its client is there

@@ -26,15 +26,23 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence as Seq
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..generate.sampling import (DecodeOptions, RowRandom, apply_repetition_penalty, draw,
-                                 filter_logits, sample_next)
+from ..generate.sampling import (
+    DecodeOptions,
+    RowRandom,
+    apply_repetition_penalty,
+    draw,
+    filter_logits,
+    sample_next,
+)
 from ..generate.text import TextStream
 from .engines import make_engine
 
@@ -113,7 +121,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ any thread
 
-    def start(self) -> "Scheduler":
+    def start(self) -> Scheduler:
         self._thread.start()
         return self
 

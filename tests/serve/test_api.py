@@ -7,18 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from lmforge.cli import main  # noqa: E402
-from lmforge.run import load_run  # noqa: E402
-from lmforge.serve.app import Settings, create_app  # noqa: E402
+from lmforge.cli import main
+from lmforge.run import load_run
+from lmforge.serve.app import Settings, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 

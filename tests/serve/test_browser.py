@@ -17,7 +17,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)",
                 allow_module_level=True)
 
-from lmforge.serve.app import create_app  # noqa: E402
+from lmforge.serve.app import create_app
 
 # slow: starting Chromium and a page costs 5-10 s on a loaded 2-core machine
 pytestmark = pytest.mark.slow

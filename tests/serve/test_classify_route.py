@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from lmforge.serve.app import create_app  # noqa: E402
-from lmforge.tasks.classify import TextClassifier, finetune  # noqa: E402
+from lmforge.serve.app import create_app
+from lmforge.tasks.classify import TextClassifier, finetune
 
 ROWS = [("the film was good", "pos"), ("a great story", "pos"), ("it was bad", "neg"),
         ("a dull plot", "neg")] * 10

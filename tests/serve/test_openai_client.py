@@ -11,8 +11,8 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
-from lmforge.run import load_run  # noqa: E402
-from lmforge.serve.app import Settings, create_app  # noqa: E402
+from lmforge.run import load_run
+from lmforge.serve.app import Settings, create_app
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_completion_equals_run_generate(client, lm_run):
 
 
 def test_streaming_equals_non_streaming_and_ends_with_usage(client):
-    kwargs = dict(model="run", prompt=["the ", "fox"], max_tokens=10, temperature=0, n=2)
+    kwargs = {"model": "run", "prompt": ["the ", "fox"], "max_tokens": 10, "temperature": 0, "n": 2}
     full = client.completions.create(**kwargs)
     texts, finish, usage = {}, {}, None
     for chunk in client.completions.create(**kwargs, stream=True,
@@ -83,7 +83,7 @@ def test_breaking_out_of_a_stream_then_the_next_request_works(client, lm_run, ba
         time.sleep(0.05)
     assert httpx.get(base_url + "/health").json() == {"status": "ok", "queue": 0, "batch": 0}
     metrics = httpx.get(base_url + "/metrics").text
-    cancelled = float(re.search(r"^lmforge_cancelled_sequences_total (\S+)$", metrics, re.M)[1])
+    cancelled = float(re.search(r"^lmforge_cancelled_sequences_total (\S+)$", metrics, re.MULTILINE)[1])
     assert cancelled >= 1  # (a row may also end at <eos> before the client hangs up)
     res = client.completions.create(model="run", prompt="the ", max_tokens=5, temperature=0)
     assert res.choices[0].text == load_run(lm_run, device="cpu").generate(

@@ -144,7 +144,7 @@ def test_cancel_frees_the_slot(tokenizer):
 
 def test_queue_is_bounded(tokenizer):
     sched = Scheduler(tiny(), tokenizer, max_batch=1, max_queue=2)  # not started: nothing leaves
-    make = lambda: Sequence([5], DecodeOptions(max_new_tokens=2), lambda d: None)  # noqa: E731
+    make = lambda: Sequence([5], DecodeOptions(max_new_tokens=2), lambda d: None)
     sched.submit([make(), make()])
     with pytest.raises(QueueFull):
         sched.submit([make()])
