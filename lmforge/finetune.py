@@ -1,4 +1,4 @@
-"""`lmforge finetune classify|seq2seq|lm ...`: dispatch to the task that fine-tunes.
+"""`lmforge finetune classify|seq2seq|lm|sft|dpo ...`: dispatch to the task that fine-tunes.
 
 Python API: `lmforge.finetune(kind, **options)` calls the task's `finetune` function.
 """
@@ -22,7 +22,7 @@ KINDS = {
 
 
 def finetune(kind: str, **options: Any) -> Path:
-    """Fine-tune for `kind` (classify, seq2seq, lm); returns the run directory."""
+    """Fine-tune for `kind` (a key of KINDS); returns the run directory."""
     if kind not in KINDS:
         raise ConfigError(f"finetune kind {kind!r} is unknown; valid: {', '.join(KINDS)}")
     return importlib.import_module(KINDS[kind]).finetune(**options)
@@ -30,7 +30,7 @@ def finetune(kind: str, **options: Any) -> Path:
 
 def cli(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lmforge finetune {classify,seq2seq,lm} [options]  (add --help for each)")
+        print(f"usage: lmforge finetune {{{','.join(KINDS)}}} [options]  (add --help for each)")
         return 0 if argv else 2
     kind, rest = argv[0], argv[1:]
     if kind not in KINDS:
