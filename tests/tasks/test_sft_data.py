@@ -117,3 +117,26 @@ def torch_tensor(a):
     import torch
 
     return torch.as_tensor(a)
+
+
+def test_byte_level_bpe_with_special_tokens_masks_exactly():
+    """A SmolLM2-like tokenizer (byte-level BPE, ChatML markers as added tokens): the learned
+    tokens are each reply and its end-of-turn marker, leading spaces and newlines included."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from lmforge.tokenizers import Tokenizer
+
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(["hello there, how are you? fine thanks.\n"] * 50, trainer)
+    tok = Tokenizer(backend, "hf")
+    chat = [{"role": "user", "content": "how are you?"},
+            {"role": "assistant", "content": "  fine,\nthanks "},
+            {"role": "user", "content": "hello"}, {"role": "assistant", "content": "there"}]
+    enc = encode_conversation(ChatTemplate.chatml(), tok, chat, "x:1", max_len=1000)
+    assert tok.decode(enc.ids[enc.loss_mask], skip_special=False) == \
+        "  fine,\nthanks <|im_end|>\nthere<|im_end|>\n"
