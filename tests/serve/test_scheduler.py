@@ -25,8 +25,9 @@ def tokenizer():
 
 def tiny(arch: str = "gpt", positional: str = "learned", vocab: int = 40, max_len: int = 48):
     torch.manual_seed(0)
+    extra = {"n_kv_heads": 1} if arch == "llama" else {}  # grouped-query attention
     cfg = ModelConfig(arch=arch, vocab_size=vocab, d_model=32, n_layers=2, n_heads=2,
-                      max_len=max_len, positional=positional)
+                      max_len=max_len, positional=positional, **extra)
     return build_model(cfg).eval()
 
 
@@ -65,12 +66,13 @@ def run_staggered(model, tokenizer, jobs, max_batch=8):
 PROMPTS = [[5, 6, 7], [8] * 9, [9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22], [4]]
 
 
-@pytest.mark.parametrize("positional", ["learned", "rotary"])
+@pytest.mark.parametrize("arch,positional", [("gpt", "learned"), ("gpt", "rotary"),
+                                             ("llama", "rotary")])
 @pytest.mark.parametrize("first", [0, 3])
-def test_batched_greedy_equals_one_at_a_time(tokenizer, positional, first):
+def test_batched_greedy_equals_one_at_a_time(tokenizer, arch, positional, first):
     """first=0: a 3-token prompt starts, longer ones arrive (the batch is rebuilt);
     first=3: a 12-token prompt starts, shorter ones join in place at the current column."""
-    model = tiny(positional=positional, max_len=32)  # the column clock reaches max_len: rebuilt
+    model = tiny(arch, positional, max_len=32)  # the column clock reaches max_len: rebuilt
     lengths = [20, 7, 25, 12, 30]  # rows finish at different steps and leave the batch
     jobs = [(p, DecodeOptions(max_new_tokens=n, temperature=0)) for p, n in zip(PROMPTS, lengths)]
     jobs.insert(0, jobs.pop(first))
