@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from .config import Config, ConfigError, apply_overrides, config_from_dict, read_yaml, save_config
+from .memory.check import check_fits
 from .models.build import build_model, count_parameters
 from .nn.lora import has_lora, mark_only_lora_trainable
 from .run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config
@@ -91,6 +92,7 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
     cfg.model.vocab_size = tokenizer.vocab_size
     if tokenizer.pad_id is not None:
         cfg.model.pad_id = tokenizer.pad_id
+    check_fits(cfg.model, tcfg, device)  # refuse now what would be killed for memory later
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg.model).to(device)
     if tcfg.init_from and not resume:

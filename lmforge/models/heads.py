@@ -28,8 +28,13 @@ class CausalLM(nn.Module):
         self.backbone, self.config = backbone, config
         self.chunked_loss = False
         self.loss_chunk_size: int | None = None  # rows per chunk; None = auto
-        self.lm_head = nn.Linear(backbone.out_dim, config.vocab_size, bias=False)
-        if config.tie_embeddings and backbone.embed.weight.shape == self.lm_head.weight.shape:
+        tied = config.tie_embeddings and \
+            tuple(backbone.embed.weight.shape) == (config.vocab_size, backbone.out_dim)
+        # a tied head's own (V, D) matrix is never used: build it on the meta device, so
+        # loading a large-vocabulary model does not allocate it only to throw it away
+        self.lm_head = nn.Linear(backbone.out_dim, config.vocab_size, bias=False,
+                                 device="meta" if tied else None)
+        if tied:
             self.lm_head.weight = backbone.embed.weight
         elif hasattr(backbone, "_init_weights"):
             backbone._init_weights(self.lm_head)

@@ -133,6 +133,16 @@ def _tied_weights(model: nn.Module) -> set[int]:
     return {key for key, count in seen.items() if count > 1}
 
 
+def frozen_base_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """(name under the backbone, layer) of every frozen, untied `nn.Linear` of `model.backbone`:
+    what `quantize_frozen_base` turns into int8 (and `lmforge.memory` counts as such)."""
+    root = getattr(model, "backbone", model)
+    tied = _tied_weights(model)
+    return [(name, m) for name, m in root.named_modules()
+            if type(m) is nn.Linear and not m.weight.requires_grad and id(m.weight) not in tied
+            and (m.bias is None or not m.bias.requires_grad)]
+
+
 def quantize_frozen_base(model: nn.Module) -> list[str]:
     """Turn every frozen, untied `nn.Linear` under `model.backbone` into an Int8Linear, in place.
 
@@ -140,10 +150,7 @@ def quantize_frozen_base(model: nn.Module) -> list[str]:
     alone. Returns the names of the quantized layers.
     """
     root = getattr(model, "backbone", model)
-    tied = _tied_weights(model)
-    names = [name for name, m in root.named_modules()
-             if type(m) is nn.Linear and not m.weight.requires_grad and id(m.weight) not in tied
-             and (m.bias is None or not m.bias.requires_grad)]
+    names = [name for name, _ in frozen_base_linears(model)]
     for name in names:
         parent, _, child = name.rpartition(".")
         owner = root.get_submodule(parent) if parent else root
