@@ -19,6 +19,7 @@ error leaves in OpenAI's shape {"error": {"message", "type", "param", "code"}}.
 from __future__ import annotations
 
 import hmac
+from html import escape
 import json
 import os
 import warnings
@@ -228,8 +229,8 @@ def create_app(run_dir: str | Path, device: str = "auto", settings: Settings | N
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        html = (STATIC / "chat.html").read_text(encoding="utf-8")
-        return html.replace("{{RUN}}", served.name).replace("{{KIND}}", served.head)
+        page_html = (STATIC / "chat.html").read_text(encoding="utf-8")
+        return page_html.replace("{{RUN}}", escape(served.name)).replace("{{KIND}}", served.head)
 
     @app.get("/static/{name}")
     def static(name: str):

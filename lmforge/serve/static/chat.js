@@ -104,8 +104,11 @@ function tools(div, text) {
   div.appendChild(bar);
 }
 function renderEmpty() {
-  if (!$("messages").children.length)
-    $("messages").innerHTML = `<p class="empty">Chat with <b>${RUN}</b>. Messages stream as they are generated.</p>`;
+  if ($("messages").children.length) return;
+  const p = document.createElement("p");
+  p.className = "empty";
+  p.textContent = `Chat with ${RUN}. Replies stream as they are generated.`;
+  $("messages").appendChild(p);
 }
 async function answer() {
   const div = bubble("assistant streaming", "");

@@ -1,0 +1,71 @@
+"""Clients that go away free their slots: streaming and non-streaming, over real sockets."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("uvicorn")
+
+from lmforge.serve.app import Settings, create_app  # noqa: E402
+
+STEP_DELAY_S = 0.02  # 200 tokens take >= 4 s: a request still running when its client leaves
+
+
+def endless(app):
+    """Slow the model down and forbid <eos>, so every request runs to max_tokens."""
+    served = app.state.lm
+    engine, eos = served.scheduler.engine, served.tokenizer.eos_id
+    step, admit = engine.step, engine.admit
+
+    def no_eos(logits):
+        logits[:, eos] = float("-inf")
+        return logits
+
+    engine.step = lambda tokens: (time.sleep(STEP_DELAY_S), no_eos(step(tokens)))[1]
+    engine.admit = lambda prompts, n: no_eos(admit(prompts, n))
+    return app
+
+
+@pytest.fixture(scope="module")
+def url(lm_run, live_server):
+    with live_server(endless(create_app(lm_run, "cpu", Settings(max_batch=1)))) as base:
+        yield base
+
+
+def wait_empty(url: str, within: float) -> dict:
+    deadline = time.monotonic() + within
+    while True:
+        health = httpx.get(url + "/health").json()
+        if health["batch"] == 0 or time.monotonic() > deadline:
+            return health
+        time.sleep(0.05)
+
+
+def cancelled(url: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    return float(re.search(r"^lmforge_cancelled_sequences_total (\S+)$", text, re.M)[1])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_vanished_client_frees_its_slot(url, stream):
+    before = cancelled(url)
+    body = {"prompt": "the ", "max_tokens": 200, "stream": stream}
+    if stream:
+        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=10) as res:
+            lines = res.iter_lines()
+            assert next(lines).startswith("data: ")
+    else:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+            httpx.post(url + "/v1/completions", json=body, timeout=0.5)
+    health = wait_empty(url, within=1.5)  # long before the 4 s the request would have run
+    assert health == {"status": "ok", "queue": 0, "batch": 0}
+    assert cancelled(url) == before + 1
+    # --max-batch 1: the next request gets the freed slot at once
+    t0 = time.monotonic()
+    res = httpx.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 3}, timeout=10)
+    assert res.status_code == 200 and res.json()["choices"][0]["finish_reason"] == "length"
+    assert time.monotonic() - t0 < 2
