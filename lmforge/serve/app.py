@@ -19,12 +19,12 @@ error leaves in OpenAI's shape {"error": {"message", "type", "param", "code"}}.
 from __future__ import annotations
 
 import hmac
-from html import escape
 import json
 import os
 import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
