@@ -17,7 +17,11 @@ function show(view) {
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== "view-" + view;
 }
 for (const b of document.querySelectorAll("nav button")) b.onclick = () => show(b.dataset.view);
-if (KIND === "classifier") { $("tab-chat").hidden = $("tab-complete").hidden = true; show("classify"); }
+if (KIND === "classifier") {
+  $("tab-chat").hidden = $("tab-complete").hidden = true;
+  for (const el of document.querySelectorAll(".lm-only")) el.hidden = true;
+  show("classify");
+}
 else { $("tab-classify").hidden = true; show("chat"); }
 
 function headers() {
