@@ -66,6 +66,10 @@ def predict(model_config: ModelConfig, train: TrainConfig, device: torch.device,
     """The estimate for a run about to start here (the runtime row from this process)."""
     lora = model_config.extra.get("lora")
     mode = mode or ("lora" if lora else "full")
+    # every training process imports torch._dynamo (optimizers, checkpointing; ~70 MB on
+    # CPU): count it among the libraries the run holds before its model exists
+    import torch._dynamo  # noqa: F401
+
     runtime = process_rss() if device.type == "cpu" else 0.0
     return estimate_memory(model_config, train, train.batch_size, seq or model_config.max_len,
                            mode=mode, device=device.type, runtime_bytes=runtime)
