@@ -192,6 +192,8 @@ def config_to_hf(cfg: ModelConfig, tokenizer: Any = None) -> dict[str, Any]:
         "initializer_range": 0.02, "use_cache": True, "pad_token_id": cfg.pad_id,
         "bos_token_id": getattr(tokenizer, "bos_id", None), "eos_token_id": getattr(tokenizer, "eos_id", None),
     }
+    if cfg.rope_scaling:  # the transformers 4 spelling too (5 reads either)
+        out["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
     if model_type == "llama":
         out.update(attention_bias=False, mlp_bias=False)
     if model_type == "mistral":
