@@ -20,7 +20,8 @@ from torch import nn
 from . import gguf_convert, hf_bert, hf_gpt2, hf_io, hf_llama, merge_lora
 
 FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert, "llama": hf_llama, "mistral": hf_llama,
-            "qwen2": hf_llama, "qwen3": hf_llama}
+            "qwen2": hf_llama, "qwen3": hf_llama}  # HF model_type -> converter
+EXPORTERS = {"gpt": hf_gpt2, "bert": hf_bert, "llama": hf_llama}  # lmforge arch -> converter
 
 
 def family_of(path: str | Path) -> Any:
@@ -50,7 +51,7 @@ def from_hf(path: str | Path, out: str | Path, force: bool = False, log: Any = p
 
 def to_hf(run: str | Path, out: str | Path, force: bool = False) -> Path:
     """Export an lmforge GPT or BERT run as a Hugging Face folder `out`."""
-    return hf_io.export_run(run, out, force)
+    return hf_io.export_run(run, out, EXPORTERS, force)
 
 
 def cli(argv: list[str]) -> int:

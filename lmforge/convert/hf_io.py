@@ -319,12 +319,12 @@ def write_hf_folder(out: Path, hf_config: dict[str, Any], state: dict[str, torch
     return out
 
 
-def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
-    """Write an lmforge GPT or BERT run as a Hugging Face folder (GPT-2 or BERT format)."""
+def export_run(run_dir: str | Path, out: str | Path, families: dict[str, Any],
+               force: bool = False) -> Path:
+    """Write an lmforge run as a Hugging Face folder with the family module of its arch
+    (`families`: arch -> hf_gpt2 / hf_bert / hf_llama, from convert/cli.py)."""
     from ..run import load_run
-    from . import hf_bert, hf_gpt2, hf_llama
 
-    families = {"gpt": hf_gpt2, "bert": hf_bert, "llama": hf_llama}
     run = load_run(run_dir, device="cpu")
     cfg = run.model_config
     if cfg.arch not in families:
