@@ -137,13 +137,20 @@ def main() -> None:
               "train.log_every=5"]
     results: dict[str, dict] = {"args": vars(args)}
     t0 = time.perf_counter()
+
+    def record(name: str, values: dict) -> None:  # after each stage, so a long run shows progress
+        results[name] = values
+        results["seconds"] = time.perf_counter() - t0
+        (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(f"{name}: {values} ({results['seconds']:.0f} s)", flush=True)
+
     zero = load_run(base, device="cpu")
-    results["zero_shot"] = generation_scores(zero, data)
-    results["zero_shot"]["pair_pref"] = likelihood_preference(zero, data / "prefs-test.jsonl")
+    record("zero_shot", {**generation_scores(zero, data),
+                         "pair_pref": likelihood_preference(zero, data / "prefs-test.jsonl")})
     del zero
     if "clf" not in skip:
-        results["classifier"] = {"sst2_test_acc": classifier_row(
-            base, work, args.clf_train, args.test_per_task, args.clf_epochs, args.threads)}
+        record("classifier", {"sst2_test_acc": classifier_row(
+            base, work, args.clf_train, args.test_per_task, args.clf_epochs, args.threads)})
     sft_run = work / "sft"
     if "sft" not in skip:
         from lmforge.tasks.sft import finetune as sft
@@ -154,8 +161,8 @@ def main() -> None:
                 overrides=common + [f"train.max_steps={args.sft_steps}", f"train.batch_size={args.batch}",
                                     f"train.eval_every={max(1, args.sft_steps // 2)}"])
         tuned = load_run(sft_run, device="cpu", weights="last")
-        results["sft"] = generation_scores(tuned, data)
-        results["sft"]["pair_pref"] = likelihood_preference(tuned, data / "prefs-test.jsonl")
+        record("sft", {**generation_scores(tuned, data),
+                       "pair_pref": likelihood_preference(tuned, data / "prefs-test.jsonl")})
         del tuned
     if "dpo" not in skip and sft_run.is_dir():
         from lmforge.tasks.dpo import finetune as dpo
@@ -169,10 +176,8 @@ def main() -> None:
                                     f"train.eval_every={args.dpo_steps}", "train.lr=5e-5"])
         with open(dpo_run / "metrics.csv") as fh:
             last = [r for r in csv.DictReader(fh) if r["split"] == "val"][-1]
-        results["dpo"] = {"reward_accuracy_after": float(last["reward_accuracy"]),
-                          "reward_margin_after": float(last["reward_margin"])}
-    results["seconds"] = time.perf_counter() - t0
-    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        record("dpo", {"reward_accuracy_after": float(last["reward_accuracy"]),
+                       "reward_margin_after": float(last["reward_margin"])})
     print_table(results)
 
 

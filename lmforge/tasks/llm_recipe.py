@@ -94,7 +94,12 @@ def rebuild_policy(run_dir: Path) -> nn.Module:
 
 
 def check_new_run(out: Path) -> None:
-    """Refuse to start over a run: nothing the user made is overwritten."""
+    """Refuse to start over a run (nothing the user made is overwritten), and torchrun: SFT
+    and DPO train in one process (each rank would write the same run)."""
+    from ..train import distributed
+
+    if distributed.current().world_size > 1:
+        raise ConfigError("finetune sft / dpo run in a single process; launch without torchrun")
     if (out / TRAINER_STATE).exists() or (out / MODEL_CONFIG).exists():
         raise ConfigError(f"{out} already holds a run; resume it with --resume {out} "
                           "or choose another --out")
