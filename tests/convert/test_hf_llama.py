@@ -39,7 +39,13 @@ FAMILIES = {
     "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", dict(tie_word_embeddings=True)),
     "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(head_dim=16, tie_word_embeddings=False)),
     "mistral": ("MistralForCausalLM", "MistralConfig", dict(sliding_window=4, num_key_value_heads=1)),
+    # Qwen's window applies from layer max_window_layers on: here layer 1 only
+    "qwen2-window": ("Qwen2ForCausalLM", "Qwen2Config", dict(use_sliding_window=True, sliding_window=4,
+                                                             max_window_layers=1)),
 }
+# family -> (qkv_bias, qk_norm, sliding_window, sliding_window_start) after import
+EXPECTED = {"llama": (False, False, 0, 0), "qwen2": (True, False, 0, 0), "qwen3": (False, True, 0, 0),
+            "mistral": (False, False, 4, 0), "qwen2-window": (True, False, 4, 1)}
 
 
 @pytest.fixture(autouse=True)
@@ -127,8 +133,7 @@ def test_logits_and_greedy_continuations_match(tmp_path, family):
     run = load_run(from_hf(tmp_path / "hf", tmp_path / "run"), device="cpu")
     cfg = run.model_config
     assert cfg.arch == "llama"
-    assert (cfg.qkv_bias, cfg.qk_norm, cfg.sliding_window > 0) == \
-        (family == "qwen2", family == "qwen3", family == "mistral")
+    assert (cfg.qkv_bias, cfg.qk_norm, cfg.sliding_window, cfg.sliding_window_start) == EXPECTED[family]
     assert cfg.tie_embeddings == FAMILIES[family][2].get("tie_word_embeddings", False)
     ids = _ids()
     with torch.no_grad():
@@ -168,6 +173,25 @@ def test_rope_scaling_matches(tmp_path, scaling):
     ids = _ids(40)
     with torch.no_grad():
         assert (model(ids)[0] - hf(ids).logits).abs().max().item() <= ATOL
+
+
+@pytest.mark.parametrize("rope,expected", [
+    ({"rope_theta": 500000.0, "rope_scaling": {"type": "linear", "factor": 2.0}},
+     (500000.0, {"type": "linear", "factor": 2.0})),
+    ({"rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+     (500000.0, {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                 "original_max_len": 8192})),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}, (1000000.0, {})),
+    ({}, (10000.0, {})),
+])
+def test_transformers_4_and_5_rope_spellings(rope, expected):
+    from lmforge.convert.hf_llama import config_from_hf
+
+    base = {"model_type": "llama", "vocab_size": 40, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "max_position_embeddings": 64}
+    cfg = config_from_hf({**base, **rope})
+    assert (cfg.rope_theta, cfg.rope_scaling) == expected
 
 
 def test_sharded_folder_imports_like_one_file(tmp_path):
@@ -237,7 +261,7 @@ def test_run_keeps_tokenizer_config_and_base_accepts_hf_folder(tmp_path):
 # --------------------------------------------------------------------------- export
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "mistral"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "mistral", "qwen2-window"])
 def test_export_round_trip_loads_in_transformers(tmp_path, family):
     save_family(tmp_path / "hf", family)
     run = load_run(from_hf(tmp_path / "hf", tmp_path / "run"), device="cpu")
