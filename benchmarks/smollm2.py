@@ -136,7 +136,7 @@ def speed(run, gguf: Path, args) -> list[dict]:
                          "ratio": tps["lmforge"] / tps["transformers"]})
             print(f"  {dtype_name} batch {batch}: lmforge {tps['lmforge']:.1f} tok/s, "
                   f"transformers {tps['transformers']:.1f} tok/s", flush=True)
-        del hf
+        hf = None  # free it before the next dtype's copy loads
     run.model.float()
     return rows
 
@@ -171,7 +171,7 @@ def main() -> None:
     rows = speed(run, gguf, args)
     ref = llama_cpp_speed(gguf, args.threads, prompts(run.tokenizer, 1, args.prompt_tokens)[0].tolist(),
                           args.new_tokens, args.rounds)
-    print(f"\n| dtype | batch | lmforge tok/s | transformers tok/s | lmforge / transformers |")
+    print("\n| dtype | batch | lmforge tok/s | transformers tok/s | lmforge / transformers |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['dtype']} | {r['batch']} | {r['lmforge']:.1f} | {r['transformers']:.1f} | "

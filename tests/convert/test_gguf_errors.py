@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from .gguf_helpers import byte_level_tokenizer, gguf, tiny_model, write_gguf
 
