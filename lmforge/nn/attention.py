@@ -13,7 +13,6 @@ from torch import nn
 from .norm import RMSNorm
 from .positional import Rotary
 
-
 MATH_MAX_KEYS = 256  # the explicit path holds a (B, H, Tq, Tk) score matrix: short contexts only
 
 

@@ -10,21 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+from lmforge.cli import main
+from lmforge.config import ConfigError
+from lmforge.convert.cli import from_hf, import_hf
+from lmforge.convert.hf_llama import llama_from_hf
+from lmforge.generate import DecodeOptions
+from lmforge.generate.causal import generate_tokens
+from lmforge.generate.text import encode_prompt
+from lmforge.run import load_run, resolve_base
+from lmforge.train.checkpoint import CheckpointError
 
 from .hf_helpers import MIXED_TEXT, quiet, transformers
-
-from tokenizers import Tokenizer as HFTokenizer  # noqa: E402
-from tokenizers import decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
-
-from lmforge.cli import main  # noqa: E402
-from lmforge.config import ConfigError  # noqa: E402
-from lmforge.convert.cli import from_hf, import_hf, to_hf  # noqa: E402
-from lmforge.convert.hf_llama import llama_from_hf  # noqa: E402
-from lmforge.generate import DecodeOptions  # noqa: E402
-from lmforge.generate.causal import generate_tokens  # noqa: E402
-from lmforge.generate.text import encode_prompt  # noqa: E402
-from lmforge.run import load_run, resolve_base  # noqa: E402
-from lmforge.train.checkpoint import CheckpointError  # noqa: E402
 
 ATOL = 1e-4
 ASSETS = Path(__file__).resolve().parents[2] / "lmforge" / "assets" / "tinyshakespeare.txt"
@@ -278,8 +277,8 @@ def test_export_round_trip_loads_in_transformers(tmp_path, family):
 
 def test_scratch_llama_exports_to_transformers(tmp_path):
     from lmforge.config import ModelConfig
-    from lmforge.models.build import build_model
     from lmforge.convert.hf_llama import export_state
+    from lmforge.models.build import build_model
 
     cfg = ModelConfig(arch="llama", vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                       max_len=32, rope_scaling={"type": "linear", "factor": 2.0})

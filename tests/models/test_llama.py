@@ -133,7 +133,11 @@ def test_overfits_one_batch():
 
 
 def test_lora_on_q_and_v_trains_only_adapters_and_merges():
-    from lmforge.nn.lora import apply_lora, mark_only_lora_and_head_trainable, merge_lora
+    from lmforge.nn.lora import (
+        apply_lora,
+        mark_only_lora_and_head_trainable,
+        merge_lora,
+    )
 
     torch.manual_seed(0)
     model = build_model(tiny())
@@ -214,7 +218,8 @@ def test_pretrain_from_scratch_learns(tmp_path, tiny_corpus, capsys):
             "train.eval_batches=2", "train.progress=false", "train.sample_tokens=20",
             "train.warmup_steps=5"]
     assert main(args) == 0
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
     val = [float(r["loss"]) for r in rows if r["split"] == "val"]
     train = [float(r["loss"]) for r in rows if r["split"] == "train"]
     assert val[-1] < val[0] and val[-1] < train[0] - 0.5 and train[0] > 3.0  # ln 35 = 3.56
@@ -257,8 +262,8 @@ def test_torchrun_llama_matches_one_process(tmp_path, tiny_corpus, torchrun, mod
     pretrain(one, log=lambda *a: None)
 
     def losses(run):
-        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(run / "metrics.csv"))
-                if r["split"] == "train"}
+        with open(run / "metrics.csv") as fh:
+            return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(fh) if r["split"] == "train"}
 
     a, b = losses(tmp_path / "dist"), losses(tmp_path / "one")
     assert sorted(a) == [1, 2, 3, 4]
