@@ -246,6 +246,23 @@ def test_set_bos_eos_matches_transformers(tmp_path, add_bos, add_eos):
         assert tok.encode(line, add_special=True) == hf_tok(line)["input_ids"]
 
 
+def test_run_generates_text_like_transformers(tmp_path, capsys):
+    """Text in, text out: the prompt gets BOS as transformers' tokenizer gives it, and the
+    greedy continuation equals transformers' generate on those ids."""
+    hf = save_family(tmp_path / "hf", "llama")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    run = load_run(from_hf(tmp_path / "hf", tmp_path / "run"), device="cpu")
+    prompt = "ROMEO: my love"
+    ids = hf_tok(prompt)["input_ids"]
+    assert ids[0] == hf_tok.bos_token_id
+    gen = run.generate(prompt, max_new_tokens=10, temperature=0, return_scores=True)
+    assert gen.ids == _hf_greedy(hf, [ids], 10)[0]
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--prompt", prompt, "--max-new-tokens", "10",
+                 "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith(prompt + gen.text)
+
+
 def test_run_keeps_tokenizer_config_and_base_accepts_hf_folder(tmp_path):
     save_family(tmp_path / "hf", "qwen2")
     run_dir = from_hf(tmp_path / "hf", tmp_path / "run")
