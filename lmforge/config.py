@@ -60,7 +60,7 @@ class ModelConfig:
     filter_widths: list[int] = field(default_factory=list)  # cnn classifier: Kim-2014 widths
     cell: str = "lstm"  # rcnn / seq2seq recurrent cell: rnn | lstm | gru
     # llama family (Llama, Mistral, Qwen2, Qwen3): always RMSNorm + SwiGLU + rotary (half
-    # layout), no biases but the optional q/k/v ones, so `bias` and `positional` are unused
+    # layout), no biases but the optional q/k/v ones: `bias` is set false, `positional` rotary
     n_kv_heads: int = 0  # key-value heads of grouped-query attention; 0 = n_heads
     head_dim: int = 0  # width of one head; 0 = d_model // n_heads (Qwen3 sets it apart)
     rope_theta: float = 10000.0  # rotary base
@@ -78,6 +78,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.activation:  # the textbook non-linearity of each family
             self.activation = FAMILY_ACTIVATIONS.get(self.arch, "gelu")
+        if self.arch == "llama":  # fixed by the family: say so in model_config.json
+            self.bias, self.positional = False, "rotary"
 
     @property
     def ff_width(self) -> int:
