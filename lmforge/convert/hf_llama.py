@@ -138,6 +138,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
         vocab, d_ff = int(hf["vocab_size"]), int(hf["intermediate_size"])
     except KeyError as err:
         raise ConfigError(f"{source}: missing {err.args[0]!r}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: a size is not an integer ({err})") from None
     head_dim = int(hf.get("head_dim") or d_model // n_heads)
     theta, scaling = _rope(hf, max_len, source)
     window, window_start = _sliding(hf, model_type, n_layers, source)
