@@ -38,18 +38,21 @@ POLL_S = 0.25  # how often a waiting non-streaming request checks that its clien
 
 
 class EventStream(StreamingResponse):
-    """Server-sent events whose generator is always closed when the response ends, so its
-    `finally` (cancel the sequences) runs even when the client vanished mid-stream."""
+    """Server-sent events of a job. However the response ends (finished, client gone, send
+    failed before the first event), the generator is closed and the job's sequences are
+    cancelled, so a vanished client never keeps its slots."""
 
-    def __init__(self, events: AsyncIterator[str]) -> None:
+    def __init__(self, job: Job, events: AsyncIterator[str]) -> None:
         super().__init__(events, media_type="text/event-stream",
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        self.job = job
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()
+            self.job.cancel()
 
 
 def sse(obj: Any) -> str:
@@ -283,7 +286,7 @@ async def completions(request: Request):
             out = {**head, "choices": [{"index": index, "text": text, "logprobs": lp,
                                         "finish_reason": d.finish_reason}]}
             return {**out, "usage": None} if req.include_usage else out
-        return EventStream(stream(job, chunk))
+        return EventStream(job, stream(job, chunk))
     try:
         results = await collect(job, request)
     finally:
@@ -331,7 +334,7 @@ async def chat_completions(request: Request):
             out = {**head, "choices": [{"index": index, "delta": delta, "logprobs": lp,
                                         "finish_reason": d.finish_reason}]}
             return {**out, "usage": None} if req.include_usage else out
-        return EventStream(stream(job, chunk))
+        return EventStream(job, stream(job, chunk))
     try:
         results = await collect(job, request)
     finally:

@@ -61,3 +61,25 @@ def serve_in_thread(app):
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def slow_and_endless():
+    """`slow_and_endless(app, delay_s)`: see `make_slow_and_endless`."""
+    return make_slow_and_endless
+
+
+def make_slow_and_endless(app, delay_s: float):
+    """Test instrumentation: each decoding step sleeps `delay_s` and <eos> is never chosen,
+    so every request runs to max_tokens, slowly enough to act while it streams."""
+    served = app.state.lm
+    engine, eos = served.scheduler.engine, served.tokenizer.eos_id
+    step, admit = engine.step, engine.admit
+
+    def no_eos(logits):
+        logits[:, eos] = float("-inf")
+        return logits
+
+    engine.step = lambda tokens: (time.sleep(delay_s), no_eos(step(tokens)))[1]
+    engine.admit = lambda prompts, n: no_eos(admit(prompts, n))
+    return app

@@ -25,17 +25,10 @@ STEP_DELAY_S = 0.03  # a slow model, so a person (and this test) can watch it st
 
 
 @pytest.fixture(scope="module")
-def url(lm_run, live_server):
-    app = create_app(lm_run, "cpu")
+def url(lm_run, live_server, slow_and_endless):
+    app = slow_and_endless(create_app(lm_run, "cpu"), STEP_DELAY_S)
     served = app.state.lm
     served.stop_ids, served.stop_strings = [], []  # replies run to max_tokens: long enough to stop
-    engine, step = served.scheduler.engine, served.scheduler.engine.step
-
-    def slow_step(tokens):
-        time.sleep(STEP_DELAY_S)
-        return step(tokens)
-
-    engine.step = slow_step
     with live_server(app) as base:
         yield base
 

@@ -10,29 +10,15 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from lmforge.serve.app import Settings, create_app  # noqa: E402
+from lmforge.serve.app import Settings, create_app
 
 STEP_DELAY_S = 0.02  # 200 tokens take >= 4 s: a request still running when its client leaves
 
 
-def endless(app):
-    """Slow the model down and forbid <eos>, so every request runs to max_tokens."""
-    served = app.state.lm
-    engine, eos = served.scheduler.engine, served.tokenizer.eos_id
-    step, admit = engine.step, engine.admit
-
-    def no_eos(logits):
-        logits[:, eos] = float("-inf")
-        return logits
-
-    engine.step = lambda tokens: (time.sleep(STEP_DELAY_S), no_eos(step(tokens)))[1]
-    engine.admit = lambda prompts, n: no_eos(admit(prompts, n))
-    return app
-
-
 @pytest.fixture(scope="module")
-def url(lm_run, live_server):
-    with live_server(endless(create_app(lm_run, "cpu", Settings(max_batch=1)))) as base:
+def url(lm_run, live_server, slow_and_endless):
+    app = slow_and_endless(create_app(lm_run, "cpu", Settings(max_batch=1)), STEP_DELAY_S)
+    with live_server(app) as base:
         yield base
 
 
@@ -47,7 +33,7 @@ def wait_empty(url: str, within: float) -> dict:
 
 def cancelled(url: str) -> float:
     text = httpx.get(url + "/metrics").text
-    return float(re.search(r"^lmforge_cancelled_sequences_total (\S+)$", text, re.M)[1])
+    return float(re.search(r"^lmforge_cancelled_sequences_total (\S+)$", text, re.MULTILINE)[1])
 
 
 @pytest.mark.parametrize("stream", [False, True])
