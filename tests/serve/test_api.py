@@ -147,3 +147,23 @@ def test_sigterm_drains_the_open_stream_and_exits(lm_run):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_chunked_body_is_capped_while_read(client):
+    def chunks():  # no Content-Length: the cap counts bytes as they arrive
+        yield b'{"prompt": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+    assert_error(client.post("/v1/completions", content=chunks()), 413)
+
+
+def test_api_key_from_the_environment(monkeypatch):
+    from lmforge.serve.app import api_key_from_env
+    from lmforge.serve.cli import parse_origins
+
+    monkeypatch.setenv("LMFORGE_API_KEY", "from-env")
+    assert api_key_from_env(None) == "from-env" and api_key_from_env("given") == "given"
+    monkeypatch.delenv("LMFORGE_API_KEY")
+    assert api_key_from_env(None) is None
+    assert parse_origins("http://a.test, http://b.test,") == ["http://a.test", "http://b.test"]
