@@ -150,3 +150,22 @@ def test_queue_is_bounded(tokenizer):
     sched.submit([make(), make()])
     with pytest.raises(QueueFull):
         sched.submit([make()])
+
+
+def test_a_batch_of_mostly_padding_is_rebuilt(tokenizer):
+    """A late, short row outlives the long row it joined: once most columns are padding the
+    batch is re-prefilled, and the late row still decodes exactly as it would alone."""
+    model = tiny(positional="rotary", max_len=200)
+    sched = Scheduler(model, tokenizer).start()
+    late_sink = Collector()
+    late = Sequence([9, 10], DecodeOptions(max_new_tokens=90, temperature=0), late_sink)
+    early_sink = Collector(on_delta=lambda n: n == 60 and sched.submit([late]))
+    early = Sequence([5, 6, 7], DecodeOptions(max_new_tokens=70, temperature=0), early_sink)
+    sched.submit([early])
+    try:
+        assert late_sink.done.wait(60)
+    finally:
+        sched.close()
+    assert sched.engine.appends == 1 and sched.engine.rebuilds == 1
+    assert early.tokens == generate_ids(model, [5, 6, 7], max_new_tokens=70, temperature=0)
+    assert late.tokens == generate_ids(model, [9, 10], max_new_tokens=90, temperature=0)
