@@ -234,7 +234,11 @@ class Scheduler:
                 seq.finish_reason = "length"
                 self._send(seq, Delta("", finish_reason="length"))
                 continue
-            self._prepare(seq)
+            try:
+                self._prepare(seq)
+            except Exception as err:  # noqa: BLE001 - one bad request fails alone
+                self._fail([seq], f"cannot decode this request: {err}")
+                continue
             joining.append(seq)
         if joining:  # one prefill for everyone who arrived this round
             logits = self.engine.admit([s.prompt for s in joining],
@@ -297,7 +301,7 @@ class Scheduler:
         for i, seq in enumerate(rows):
             top = None
             if seq.top_logprobs:
-                values, ids = logp[i].topk(seq.top_logprobs)
+                values, ids = logp[i].topk(min(seq.top_logprobs, logp.size(-1)))
                 top = list(zip(ids.tolist(), values.tolist()))
             self._record(seq, picks[i], lps[i], top, now)
         if self.metrics is not None:

@@ -168,7 +168,7 @@ def sampling_options(body: dict[str, Any], max_tokens_names: tuple[str, ...], de
         top_k=get_int(body, "top_k", 0, 0, None),
         min_p=get_float(body, "min_p", 0.0, 0.0, 0.999),
         repetition_penalty=get_float(body, "repetition_penalty", 1.0, 0.0, 10.0, lo_open=True),
-        seed=get_int(body, "seed", None),
+        seed=get_int(body, "seed", None, -2**63, 2**63 - 1),  # int64, as OpenAI
         stop=get_stop(body))
     opts.validate()
     return opts

@@ -53,6 +53,7 @@ def assert_error(res, status, param=None, words=()):
     (b'{"max_tokens": 3}', 400, "prompt", ["required"]),
     (b'{"prompt": "a", "presence_penalty": 9}', 400, "presence_penalty", []),
     (b'{"prompt": "a", "stream_options": 3}', 400, "stream_options", []),
+    (b'{"prompt": "a", "seed": 99999999999999999999999}', 400, "seed", []),
 ])
 def test_bad_completion_fields_are_400_naming_the_field(client, body, status, param, words):
     res = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})

@@ -169,3 +169,18 @@ def test_a_batch_of_mostly_padding_is_rebuilt(tokenizer):
     assert sched.engine.appends == 1 and sched.engine.rebuilds == 1
     assert early.tokens == generate_ids(model, [5, 6, 7], max_new_tokens=70, temperature=0)
     assert late.tokens == generate_ids(model, [9, 10], max_new_tokens=90, temperature=0)
+
+
+def test_a_request_that_cannot_start_fails_alone(tokenizer):
+    model = tiny()
+    sched = Scheduler(model, tokenizer).start()
+    good_sink, bad_sink = Collector(), Collector()
+    good = Sequence([5, 6], DecodeOptions(max_new_tokens=5, temperature=0), good_sink)
+    bad = Sequence([5], DecodeOptions(max_new_tokens=5, temperature=0.5, seed=2**70), bad_sink)
+    sched.submit([good, bad])  # the seed does not fit a torch generator
+    try:
+        assert good_sink.done.wait(30) and bad_sink.done.wait(30)
+    finally:
+        sched.close()
+    assert bad.finish_reason == "error" and "cannot decode" in bad_sink.deltas[-1].text
+    assert good.tokens == generate_ids(model, [5, 6], max_new_tokens=5, temperature=0)
