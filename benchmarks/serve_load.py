@@ -217,6 +217,7 @@ def hostile_cases(model: str) -> list[tuple[str, str, str, dict, bytes | None, i
         ("prompt too long", "POST", P, {}, c(prompt="x" * 1000), 400),
         ("logprobs too many", "POST", P, {}, c(logprobs=99), 400),
         ("seed string", "POST", P, {}, c(seed="x"), 400),
+        ("seed past int64", "POST", P, {}, c(seed=2**70), 400),
         ("stream string", "POST", P, {}, c(stream="yes"), 400),
         ("presence_penalty out of range", "POST", P, {}, c(presence_penalty=5), 400),
         ("huge body", "POST", P, {}, c(prompt="x" * (2 << 20)), 413),
