@@ -127,6 +127,7 @@ def test_serve_refuses_bad_addresses_in_one_line(lm_run, capsys, args, words):
     assert words in err.err and "serving on" not in err.out and "Traceback" not in err.err
 
 
+@pytest.mark.slow  # a fresh server process (Python, torch, the run): 5-10 s on 2 busy cores
 def test_sigterm_drains_the_open_stream_and_exits(lm_run):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", str(lm_run), "--port", "0",
