@@ -201,3 +201,39 @@ def test_ddp_and_fsdp_with_checkpointing_equal_one_plain_process(tmp_path, torch
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     worker(Path(sys.argv[2]), Path(sys.argv[3]))
+
+
+# ------------------------------------------------------------------ through `finetune sft`
+
+@pytest.mark.slow  # three short SFT runs (~10 s on a quiet 2-core machine)
+def test_sft_with_every_memory_switch_equals_plain_sft(tmp_path):
+    """LoRA SFT on a llama base: checkpointing + chunked CE give the plain run's curve; with
+    the int8 base as well the run still learns and merges."""
+    import csv
+    import warnings
+
+    from lmforge.tasks.sft import finetune
+    from tests.tasks.sft_helpers import make_base, toy_chats, write_jsonl
+
+    base = make_base(tmp_path / "base", arch="llama")
+    data = write_jsonl(tmp_path / "chats.jsonl", toy_chats(40))
+    fast = ["train.threads=1", "train.progress=false", "train.batch_size=8", "train.lr=5e-2",
+            "train.warmup_steps=0", "train.log_every=1", "train.max_steps=12",
+            "train.eval_every=6"]
+    switches = ["train.activation_checkpointing=true", "train.chunked_ce=true"]
+
+    def run(name, extra):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no chat template: ChatML
+            out = finetune(str(data), base=str(base), out=str(tmp_path / name),
+                           overrides=fast + extra, lora={"rank": 4, "alpha": 8})
+        with open(out / "metrics.csv") as fh:
+            return {(r["split"], int(r["step"])): float(r["loss"]) for r in csv.DictReader(fh)}
+
+    plain, switched = run("plain", []), run("switched", switches)
+    assert plain.keys() == switched.keys()
+    for key in plain:
+        assert abs(plain[key] - switched[key]) < 1e-4, (key, plain[key], switched[key])
+    int8 = run("int8", switches + ["train.base_dtype=int8"])
+    assert int8["train", 12] < 0.8 * int8["train", 1]
+    assert (tmp_path / "int8" / "adapter.safetensors").is_file()
