@@ -46,8 +46,9 @@ def test_lora_sft_learns_and_merges(tmp_path, capsys):
     assert "assistant tokens | loss" in out and "perplexity" in out
 
 
-def test_resume_continues_exactly(tmp_path):
-    base = make_base(tmp_path / "base")
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_resume_continues_exactly(tmp_path, arch):
+    base = make_base(tmp_path / "base", arch=arch)
     data = write_jsonl(tmp_path / "chats.jsonl", toy_chats(40))
     common = FAST + ["train.decay_steps=8", "train.eval_every=4", "train.max_steps=8",
                      "model.dropout=0.0"]
