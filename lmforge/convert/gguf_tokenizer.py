@@ -201,14 +201,16 @@ def _pre_name(pre: Any) -> str:
     return "gpt-2"
 
 
-def gguf_vocab(tok: Tokenizer, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The `tokenizer.*` metadata (key -> value) that describes `tok` in a GGUF file."""
+def gguf_vocab(tok: Tokenizer, config: Mapping[str, Any], n_vocab: int = 0) -> dict[str, Any]:
+    """The `tokenizer.*` metadata (key -> value) that describes `tok` in a GGUF file; the
+    token list is padded with unused `[PADn]` entries up to `n_vocab` (the embedding rows),
+    since llama.cpp expects one token per row."""
     data = json.loads(tok.backend.to_str())
     model = data["model"]
     if model.get("type") != "BPE":
         raise ConfigError(f"a {model.get('type')} tokenizer cannot be written to GGUF (byte-level "
                           f"BPE or SentencePiece-style BPE only)")
-    size = tok.vocab_size
+    size = max(tok.vocab_size, n_vocab)
     tokens = [tok.id_to_token(i) for i in range(size)]
     types = [NORMAL if t is not None else UNUSED for t in tokens]
     tokens = [t if t is not None else f"[PAD{i}]" for i, t in enumerate(tokens)]

@@ -128,7 +128,7 @@ def to_gguf(run_dir: str | Path, out: str | Path, dtype: str = "f16", force: boo
                           f"GGUF (arch llama)")
     hf, state = export_state(run.model.float(), cfg, run.tokenizer)
     arch = GGUF_ARCH[hf["model_type"]]
-    vocab = gguf_vocab(run.tokenizer, run_tokenizer_config(run_dir))
+    vocab = gguf_vocab(run.tokenizer, run_tokenizer_config(run_dir), int(hf["vocab_size"]))
     kind, file_type = TYPES[dtype]
     tmp = out.with_name(f".{out.name}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,3 +109,19 @@ def test_cli_round_trip_and_refusals(tmp_path, tokenizer, capsys):
     assert "lmforge chat" in capsys.readouterr().out
     assert main(["convert", "from-gguf", str(out), "--out", str(tmp_path / "r2")]) == 1
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_embedding_rows_beyond_the_tokenizer_get_unused_tokens(tmp_path, tokenizer):
+    # models often pad the embedding table (e.g. to a multiple of 64): llama.cpp wants one
+    # token per row, so the export lists unused [PADn] tokens for the extra rows
+    run_dir = make_run(tmp_path, tokenizer, vocab_size=336)
+    out = to_gguf(run_dir, tmp_path / "out.gguf", "f32")
+    fields = open_gguf(out).fields
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == 336 and tokens[-1] == "[PAD335]"
+    assert fields["tokenizer.ggml.token_type"].contents()[-1] == 5  # UNUSED
+    again = load_run(from_gguf(out, tmp_path / "again"), device="cpu")
+    with torch.no_grad():
+        assert torch.equal(again.model(IDS)[0], load_run(run_dir, device="cpu").model(IDS)[0])
+    lines = text_lines(100)
+    assert again.tokenizer.encode_batch(lines) == [e.ids for e in tokenizer.encode_batch(lines)]
