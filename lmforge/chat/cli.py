@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Any, TextIO
 
 RESET, EXIT = "/reset", "/exit"
@@ -87,7 +88,12 @@ def cli(argv: list[str]) -> int:
                                         seed=args.seed)
     run = load_run(args.run, device=args.device)
     note = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    session = ChatSession(run.model, run.tokenizer, run.chat_template, args.system, options, note)
+    with warnings.catch_warnings(record=True) as caught:  # "no chat template": one plain note
+        warnings.simplefilter("always")
+        template = run.chat_template
+    for warning in caught:
+        note(f"note: {warning.message}")
+    session = ChatSession(run.model, run.tokenizer, template, args.system, options, note)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {args.run} ({RESET} forgets the conversation, {EXIT} or Ctrl-D ends)")

@@ -125,3 +125,16 @@ def test_generate_chat_prints_the_reply(chat_run, capsys):
     assert main(["generate", str(run_dir), "--chat", "--system", "Be brief.", "--prompt",
                  "To be, or not?", "--temperature", "0", "--max-new-tokens", "10"]) == 0
     assert capsys.readouterr().out == load_run(run_dir, device="cpu").chat(MESSAGES, **GREEDY) + "\n"
+
+
+def test_chat_cli_without_a_template_uses_chatml_with_a_note(tmp_path, tok, monkeypatch, capsys):
+    run_dir = write_chat_run(tmp_path / "run", hf_model(tok.get_vocab_size(), max_len=128), tok,
+                             template=None)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    assert main(["chat", str(run_dir), "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("note: ") and "no chat template; using ChatML" in out.err
+    with pytest.warns(UserWarning):
+        expected = load_run(run_dir, device="cpu").chat([{"role": "user", "content": "hello"}],
+                                                        temperature=0, max_new_tokens=4)
+    assert out.out == expected + "\n"
