@@ -80,9 +80,10 @@ def cli(argv: list[str]) -> int:
     if (done := merge_lora.run_command(args)) is not None:
         return done
     if args.direction == "from-hf":
-        family = family_of(args.path)
+        model_type = hf_io.detect_family(hf_io.read_hf_config(args.path))
+        family = FAMILIES[model_type]
         out = hf_io.from_hf_folder(args.path, args.out, family, args.force)
-        print(f"converted {family.FAMILY} checkpoint {args.path} -> {out} "
+        print(f"converted {model_type} checkpoint {args.path} -> {out} "
               f"(try: lmforge {'evaluate' if family is hf_bert else 'generate'} {out} ...)")
     else:
         out = to_hf(args.run, args.out, args.force)
