@@ -155,6 +155,13 @@ def quantize_frozen_base(model: nn.Module) -> list[str]:
         parent, _, child = name.rpartition(".")
         owner = root.get_submodule(parent) if parent else root
         setattr(owner, child, Int8Linear(getattr(owner, child)))
+    # the int8 base is the same on every rank and never changes: DDP need not re-broadcast
+    # these buffers before every forward (its default for buffers)
+    frozen = [f"{n}.{buf}" for n, m in model.named_modules() if isinstance(m, Int8Linear)
+              for buf in ("qweight", "scale")]
+    ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", []))
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, sorted(set(ignored + frozen)))
     return names
 
 

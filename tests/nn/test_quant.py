@@ -134,3 +134,11 @@ def test_lora_run_with_int8_base_resumes_exactly(tiny_corpus, tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 21)) and a[20] < a[1]
     for step in a:
         assert abs(a[step] - b[step]) < 1e-6, step
+
+
+def test_ddp_does_not_rebroadcast_the_int8_base():
+    model = _lora_gpt()
+    names = quantize_frozen_base(model)
+    ignored = set(model._ddp_params_and_buffers_to_ignore)
+    assert ignored == {f"backbone.{n}.{b}" for n in names for b in ("qweight", "scale")}
+    assert ignored <= {n for n, _ in model.named_buffers()}

@@ -169,20 +169,23 @@ def test_resumed_run_continues_exactly_and_equals_the_unchecked_run(tiny_corpus,
 
 # ------------------------------------------------------------------ DDP and FSDP (torchrun)
 
+INT8_LORA = ("model.extra={lora: {rank: 4, alpha: 8}}", "train.base_dtype=int8")
+
+
 def worker(out: Path, corpus: Path) -> None:
     from lmforge.train import distributed
     from tests.train.test_distributed import make_trainer
 
     info = distributed.setup("cpu")
-    for mode, extra in (("ddp", ()), ("fsdp", ("train.fsdp=true",))):
+    for mode, extra in (("ddp", ()), ("fsdp", ("train.fsdp=true",)), ("ddp-int8", INT8_LORA)):
         run = out / f"{mode}-rank{info.rank}"
         make_trainer(corpus, run, 2, info.rank, 2, extra=(*extra, "train.chunked_ce=true",
                      "train.activation_checkpointing=true")).fit()
     distributed.cleanup()
 
 
-@pytest.mark.slow  # one two-process torchrun job (~25 s on 2 cores)
-def test_ddp_and_fsdp_with_checkpointing_equal_one_plain_process(tmp_path, torchrun):
+@pytest.mark.slow  # one two-process torchrun job (~30 s on 2 cores)
+def test_ddp_and_fsdp_with_the_memory_switches_equal_one_process(tmp_path, torchrun):
     from tests.train.test_distributed import make_trainer, train_losses
 
     corpus = tmp_path / "corpus.txt"
@@ -191,9 +194,9 @@ def test_ddp_and_fsdp_with_checkpointing_equal_one_plain_process(tmp_path, torch
                                 for i in range(300)) + "\n")
     torchrun([__file__, "--worker", tmp_path, corpus], tmp_path / "cache", timeout=170)
     make_trainer(corpus, tmp_path / "single", 4).fit()
-    one = train_losses(tmp_path / "single")
-    for mode in ("ddp", "fsdp"):
-        got = train_losses(tmp_path / f"{mode}-rank0")
+    make_trainer(corpus, tmp_path / "single-int8", 4, extra=INT8_LORA).fit()
+    for mode, single in (("ddp", "single"), ("fsdp", "single"), ("ddp-int8", "single-int8")):
+        one, got = train_losses(tmp_path / single), train_losses(tmp_path / f"{mode}-rank0")
         for step in one:
             assert abs(got[step] - one[step]) < 1e-5, (mode, step, got[step], one[step])
 
