@@ -190,10 +190,13 @@ def _build(config: ModelConfig) -> nn.Module:
 
 
 def _n_blocks(config: ModelConfig) -> int:
+    """Layers as the trace counts them; an encoder-decoder's traced layer is one encoder
+    block plus one decoder block, so its count is the mean depth of the two stacks."""
     if config.head == "seq2seq":
         extra = config.extra
-        return int(extra.get("enc_layers") or config.n_layers) + int(extra.get("dec_layers")
-                                                                      or config.n_layers)
+        enc = int(extra.get("enc_layers") or config.n_layers)
+        dec = int(extra.get("dec_layers") or config.n_layers)
+        return max(1, round((enc + dec) / 2))
     return config.n_layers
 
 

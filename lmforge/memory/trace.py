@@ -59,7 +59,10 @@ def _saved_bytes(model: nn.Module, ids: torch.Tensor, precision: str) -> int:
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
                 else torch.autocast("cpu", enabled=False))
     with autocast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model.backbone(ids)[0]
+        if hasattr(model, "backbone"):
+            out = model.backbone(ids)[0]
+        else:  # an encoder-decoder: the ids as source and as target
+            out = model(ids, ids)[0]
     seen[out.untyped_storage().data_ptr()] = 0  # the output belongs to the head's account
     return sum(seen.values())
 
