@@ -73,14 +73,12 @@ def chat(task: str, text: str, answer: str) -> dict:
                          {"role": "assistant", "content": answer}], "task": task}
 
 
-def rejected_answer(task: str, answer: str, others: list[tuple[str, str]], rng: random.Random) -> str:
+def rejected_answer(task: str, answer: str, pool: list[str], rng: random.Random) -> str:
     """A wrong answer: the other label (SST-2), another example's answer (the rest)."""
     if task == "sst2":
         return "negative" if answer == "positive" else "positive"
-    while True:
-        wrong = rng.choice(others)[1]
-        if wrong != answer:
-            return wrong
+    wrong = [a for a in rng.sample(pool, min(len(pool), 5)) if a != answer]
+    return wrong[0] if wrong else next(a for a in pool if a != answer)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -105,9 +103,10 @@ def build(out: Path, per_task: int, test_per_task: int, seed: int = 0,
             else:
                 files[f"{split}.jsonl"] += convs
             if split in ("train", "test"):  # DPO pairs from the same examples
+                pool = [a for _, a in examples(task, split, 0, seed, max_words)]
                 files[f"prefs-{split}.jsonl"] += [
                     {"prompt": c["messages"][0]["content"], "chosen": answer,
-                     "rejected": rejected_answer(task, answer, rows, rng), "task": task}
+                     "rejected": rejected_answer(task, answer, pool, rng), "task": task}
                     for c, (_, answer) in zip(convs, rows)]
     for name, rows in files.items():
         if not name.startswith("test-"):
