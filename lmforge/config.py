@@ -25,6 +25,11 @@ from .models.registry import known as known_backbone
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu")  # gelu_tanh: GPT-2's gelu_new
 
 
+# model.rope_scaling: type -> the keys it needs (see lmforge.nn.positional.rope_inv_freq)
+ROPE_SCALING_KEYS = {"linear": ("factor",),
+                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_len")}
+
+
 @dataclass
 class ModelConfig:
     """Architecture. `arch` names a family of `lmforge.models.registry.BACKBONES`."""
@@ -51,6 +56,16 @@ class ModelConfig:
     gated: bool = False  # cnn: WaveNet gated activation tanh(x) * sigmoid(g)
     filter_widths: list[int] = field(default_factory=list)  # cnn classifier: Kim-2014 widths
     cell: str = "lstm"  # rcnn / seq2seq recurrent cell: rnn | lstm | gru
+    # llama family (Llama, Mistral, Qwen2, Qwen3): always RMSNorm + SwiGLU + rotary (half
+    # layout), no biases but the optional q/k/v ones: `bias` is set false, `positional` rotary
+    n_kv_heads: int = 0  # key-value heads of grouped-query attention; 0 = n_heads
+    head_dim: int = 0  # width of one head; 0 = d_model // n_heads (Qwen3 sets it apart)
+    rope_theta: float = 10000.0  # rotary base
+    rope_scaling: dict[str, Any] = field(default_factory=dict)  # {} | {type: linear|llama3, ...}
+    qkv_bias: bool = False  # biases on the q, k, v projections (Qwen2)
+    qk_norm: bool = False  # RMSNorm over each query / key head before rotation (Qwen3)
+    sliding_window: int = 0  # attend to the last N positions only (Mistral); 0 = all
+    sliding_window_start: int = 0  # first layer with the window (Qwen's max_window_layers)
     # classifier head
     n_classes: int = 2
     pooling: str = "last"  # last | mean | max | cls
@@ -61,6 +76,8 @@ class ModelConfig:
         if not self.activation:  # the textbook non-linearity of each family
             spec = known_backbone(self.arch)
             self.activation = spec.activation if spec else "gelu"
+        if self.arch == "llama":  # fixed by the family: say so in model_config.json
+            self.bias, self.positional = False, "rotary"
 
     @property
     def ff_width(self) -> int:
@@ -85,12 +102,52 @@ class ModelConfig:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}"
             )
+        if self.arch == "llama":
+            self._validate_llama()
         if self.norm_eps <= 0:
             raise ConfigError(f"model.norm_eps must be positive, got {self.norm_eps}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.positional not in ("learned", "rotary"):
             raise ConfigError(f"model.positional must be learned or rotary, got {self.positional!r}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def attn_head_dim(self) -> int:
+        return self.head_dim or self.d_model // self.n_heads
+
+    def _validate_llama(self) -> None:
+        if self.n_heads <= 0 or self.n_kv_heads < 0:
+            raise ConfigError(f"model.n_heads={self.n_heads} / model.n_kv_heads={self.n_kv_heads} "
+                              "must be positive (n_kv_heads 0 = n_heads)")
+        if self.n_heads % self.kv_heads:
+            raise ConfigError(f"model.n_kv_heads={self.n_kv_heads} must divide "
+                              f"model.n_heads={self.n_heads} (query heads share key-value heads in groups)")
+        if not self.head_dim and self.d_model % self.n_heads:
+            raise ConfigError(f"model.n_heads={self.n_heads} does not divide model.d_model="
+                              f"{self.d_model}; set model.head_dim to use heads of another width")
+        if self.head_dim < 0 or self.attn_head_dim % 2:
+            raise ConfigError(f"model.head_dim={self.attn_head_dim} must be a positive even number "
+                              "(rotary positions rotate channel pairs)")
+        if self.rope_theta <= 0:
+            raise ConfigError(f"model.rope_theta must be positive, got {self.rope_theta}")
+        if self.sliding_window < 0 or self.sliding_window_start < 0:
+            raise ConfigError("model.sliding_window and model.sliding_window_start must be >= 0")
+        if self.rope_scaling:
+            kind = self.rope_scaling.get("type")
+            if kind not in ROPE_SCALING_KEYS:
+                raise ConfigError(f"model.rope_scaling.type={kind!r} is not one of "
+                                  f"{', '.join(ROPE_SCALING_KEYS)}")
+            for key in ROPE_SCALING_KEYS[kind]:
+                value = self.rope_scaling.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ConfigError(f"model.rope_scaling.{key} must be a positive number for "
+                                      f"type {kind}, got {value!r}")
+            if kind == "llama3" and self.rope_scaling["high_freq_factor"] <= self.rope_scaling["low_freq_factor"]:
+                raise ConfigError("model.rope_scaling.high_freq_factor must exceed low_freq_factor")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -120,6 +177,7 @@ class DataConfig:
     val_fraction: float = 0.1
     errors: str = "strict"  # strict | replace: what to do with non-UTF-8 bytes
     cache_dir: str = ""  # "" = <run>/../.cache/lmforge or ~/.cache/lmforge
+    format: str = ""  # chat files (SFT / DPO): messages | sharegpt | alpaca | prompt_completion; "" = detected
 
 
 @dataclass
@@ -160,6 +218,15 @@ class TrainConfig:
     lbfgs: dict[str, Any] = field(default_factory=dict)  # options for optimizer=lbfgs
     fsdp: bool = False
     init_from: str = ""  # start from this run's weights (fine-tuning a language model)
+    # memory (docs/memory.md): recompute each k-th block's activations in backward; compute a
+    # causal LM's loss in row chunks without the (B, T, V) logits; hold a LoRA run's frozen
+    # base weights in int8 ("" = as loaded)
+    activation_checkpointing: bool = False
+    checkpoint_every: int = 1
+    chunked_ce: bool = False
+    ce_chunk_size: int = 0  # rows per chunk; 0 = auto (lmforge.nn.chunked_ce.auto_chunk_size)
+    base_dtype: str = ""  # "" | int8
+    check_memory: bool = True  # refuse at start-up a run predicted not to fit (lmforge.memory)
 
 
 @dataclass
@@ -190,6 +257,12 @@ class Config:
             raise ConfigError(f"train.schedule must be cosine, linear or constant, got {t.schedule!r}")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
+        if t.checkpoint_every < 1:
+            raise ConfigError(f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
+        if t.ce_chunk_size < 0:
+            raise ConfigError(f"train.ce_chunk_size must be >= 0, got {t.ce_chunk_size}")
+        if t.base_dtype not in ("", "int8"):
+            raise ConfigError(f"train.base_dtype must be \"\" or int8, got {t.base_dtype!r}")
         if self.data.errors not in ("strict", "replace"):
             raise ConfigError(f"data.errors must be strict or replace, got {self.data.errors!r}")
 

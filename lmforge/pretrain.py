@@ -16,7 +16,9 @@ from typing import Any, Callable
 import torch
 
 from .config import Config
+from .memory.check import check_fits
 from .models.build import build_model, count_parameters
+from .nn.lora import has_lora, mark_only_lora_trainable
 from .recipes.scaffold import RunDir, prepare_tokenizer, resume_config, validate_config  # noqa: F401
 from .tasks.registry import pretrain_task
 from .train import distributed
@@ -48,13 +50,20 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
         cfg.model.vocab_size = tokenizer.vocab_size
         if tokenizer.pad_id is not None:
             cfg.model.pad_id = tokenizer.pad_id
+        check_fits(cfg.model, tcfg, device)  # refuse now what would be killed for memory later
         torch.manual_seed(tcfg.seed)
         model = build_model(cfg.model).to(device)
         if tcfg.init_from and not resume:
+            from .nn.lora_io import load_base_weights
             from .run import weights_path
 
-            load_weights(model, weights_path(tcfg.init_from))
+            if has_lora(model):  # fresh adapters over the base (finetune lm --mode lora)
+                load_base_weights(model, weights_path(tcfg.init_from))
+            else:
+                load_weights(model, weights_path(tcfg.init_from))
             log(f"initialised from {tcfg.init_from}")
+        if has_lora(model):
+            mark_only_lora_trainable(model)  # only the adapters train
         n_params = count_parameters(model)
         tokens_per_step = tcfg.batch_size * tcfg.grad_accum * info.world_size * cfg.model.max_len
         log(f"{cfg.model.arch}: {n_params / 1e6:.2f}M parameters | vocab {tokenizer.vocab_size} | "

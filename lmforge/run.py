@@ -89,6 +89,25 @@ class Run:
 
         yield from stream_text(self.model, self.tokenizer, prompt, DecodeOptions.from_kwargs(**options))
 
+    @property
+    def chat_template(self) -> Any:
+        """The run's `ChatTemplate` (tokenizer_config.json; ChatML with a warning if none)."""
+        if getattr(self, "_chat_template", None) is None:
+            from .chat import ChatTemplate
+
+            self._chat_template = ChatTemplate.from_run(self.path)
+        return self._chat_template
+
+    def chat(self, messages: list[dict[str, Any]], **options: Any) -> str:
+        """The assistant's reply to `messages` ([{"role": "user", "content": ...}, ...]),
+        rendered with the run's chat template and ended at its end-of-turn token. Options as
+        for `generate` (default max_new_tokens 200, temperature 1; temperature=0 is greedy)."""
+        from .chat.session import chat_reply
+        from .generate import DecodeOptions
+
+        return chat_reply(self.model, self.tokenizer, self.chat_template, messages,
+                          DecodeOptions.from_kwargs(**options))
+
     def score(self, prompt: str | list[str], continuation: str | list[str]) -> float | list[float]:
         """log p(continuation | prompt): the sum of the continuation tokens' log-probabilities
         (natural log). Lists of prompts and continuations are scored pairwise, batched."""

@@ -1,7 +1,10 @@
 """`lmforge convert`: Hugging Face checkpoints in and out.
 
-    lmforge convert from-hf PATH --out RUN     # GPT-2 or BERT folder -> lmforge run directory
-    lmforge convert to-hf RUN --out DIR        # lmforge GPT / BERT run -> folder transformers loads
+    lmforge convert from-hf PATH --out RUN     # GPT-2, BERT or Llama-family folder -> lmforge run
+    lmforge convert from-gguf FILE --out RUN   # GGUF (llama, mistral, qwen2, qwen3) -> run
+    lmforge convert to-gguf RUN --out F.gguf --type f16   # llama run -> GGUF (f32/f16/bf16/q8_0)
+    lmforge convert to-hf RUN --out DIR        # lmforge GPT / BERT / llama run -> folder transformers loads
+    lmforge convert merge-lora RUN --out RUN2  # LoRA run -> plain run with the adapters folded in
 
 Python API: `from_hf(path, out)`, `to_hf(run, out)`, `import_hf(path)` (in memory).
 """
@@ -15,9 +18,11 @@ from typing import Any
 from torch import nn
 
 from ..config import ConfigError
-from . import hf_bert, hf_gpt2, hf_io
+from . import gguf_convert, hf_bert, hf_gpt2, hf_io, hf_llama, merge_lora
 
-FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert}
+FAMILIES = {"gpt2": hf_gpt2, "bert": hf_bert, "llama": hf_llama, "mistral": hf_llama,
+            "qwen2": hf_llama, "qwen3": hf_llama}  # HF model_type -> converter
+EXPORTERS = {"gpt": hf_gpt2, "bert": hf_bert, "llama": hf_llama}  # lmforge arch -> converter
 
 
 def family_of(path: str | Path) -> Any:
@@ -51,18 +56,25 @@ def to_hf(run: str | Path, out: str | Path, force: bool = False) -> Path:
 
 
 def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
-    """Write an lmforge GPT or BERT run as a Hugging Face folder (GPT-2 or BERT format)."""
+    """Write an lmforge run as a Hugging Face folder with the converter of its arch
+    (EXPORTERS: gpt as GPT-2, bert as BERT, llama as Llama, Mistral, Qwen2 or Qwen3)."""
     from ..run import load_run
 
-    families = {"gpt": hf_gpt2, "bert": hf_bert}
     run = load_run(run_dir, device="cpu")
     cfg = run.model_config
-    if cfg.arch not in families:
+    if cfg.arch not in EXPORTERS:
         raise ConfigError(f"{run_dir}: model.arch={cfg.arch!r} has no Hugging Face counterpart; "
-                          "exportable: gpt (as gpt2), bert (as bert)")
-    hf_config, state = families[cfg.arch].export_state(run.model.float(), cfg, run.tokenizer)
+                          "exportable: gpt (as gpt2), bert (as bert), llama (as Llama, Mistral, "
+                          "Qwen2 or Qwen3)")
+    hf_config, state = EXPORTERS[cfg.arch].export_state(run.model.float(), cfg, run.tokenizer)
+    tok_config = None
+    if cfg.arch == "llama":
+        from ..tokenizers.hf import read_chat_template, read_hints, run_tokenizer_config
+
+        template = read_chat_template(Path(run_dir), read_hints(Path(run_dir))[1])
+        tok_config = run_tokenizer_config(run.tokenizer, template, cfg.max_len)
     out = hf_io.prepare_out(out, "Hugging Face export", force)
-    return hf_io.write_hf_folder(out, hf_config, state, run.tokenizer, cfg.max_len)
+    return hf_io.write_hf_folder(out, hf_config, state, run.tokenizer, cfg.max_len, tok_config)
 
 
 def resolve_base(path: str | Path, log: Any = print) -> Path:
@@ -89,7 +101,8 @@ def cli(argv: list[str]) -> int:
     """lmforge convert from-hf PATH --out RUN | to-hf RUN --out DIR"""
     parser = argparse.ArgumentParser(
         prog="lmforge convert",
-        description="Convert Hugging Face GPT-2 / BERT checkpoints to lmforge runs and back. "
+        description="Convert Hugging Face GPT-2 / BERT / Llama / Mistral / Qwen2 / Qwen3 "
+                    "checkpoints to lmforge runs and back. "
                     "Only local folders are read; nothing is downloaded.")
     sub = parser.add_subparsers(dest="direction", required=True)
     p_in = sub.add_parser("from-hf", help="HF folder (config.json + weights + tokenizer) -> run")
@@ -102,12 +115,19 @@ def cli(argv: list[str]) -> int:
     p_out.add_argument("--out", required=True, help="folder to write (config.json, "
                                                     "model.safetensors, tokenizer files)")
     p_out.add_argument("--force", action="store_true", help="overwrite an existing export there")
+    gguf_convert.add_commands(sub)  # from-gguf, to-gguf
+    merge_lora.add_commands(sub)  # merge-lora
     args = parser.parse_args(argv)
+    if (done := gguf_convert.run_command(args)) is not None:
+        return done
+    if (done := merge_lora.run_command(args)) is not None:
+        return done
     if args.direction == "from-hf":
-        family = family_of(args.path)
+        model_type = hf_io.detect_family(hf_io.read_hf_config(args.path))
+        family = FAMILIES[model_type]
         out = hf_io.from_hf_folder(args.path, args.out, family, args.force)
-        print(f"converted {family.FAMILY} checkpoint {args.path} -> {out} "
-              f"(try: lmforge {'generate' if family is hf_gpt2 else 'evaluate'} {out} ...)")
+        print(f"converted {model_type} checkpoint {args.path} -> {out} "
+              f"(try: lmforge {'evaluate' if family is hf_bert else 'generate'} {out} ...)")
     else:
         out = to_hf(args.run, args.out, args.force)
         print(f"exported {args.run} -> {out} (transformers: AutoModel.from_pretrained({str(out)!r}))")

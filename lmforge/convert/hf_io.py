@@ -6,7 +6,8 @@ an lmforge run directory, or the reverse: a folder that `transformers` loads.
 
 Weights are read from `model.safetensors` (or its sharded index), else from
 `pytorch_model.bin` through `torch.load(weights_only=True)`: a pickle that asks for anything
-but tensors and plain containers is refused, never executed.
+but tensors and plain containers is refused, never executed. Llama-family folders are read
+from safetensors only (`SAFETENSORS_ONLY` in hf_llama): a pickle-only one is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ..models.build import build_model
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER
 from ..train.checkpoint import WEIGHTS, CheckpointError, atomic_write_text, save_weights
 
-SUPPORTED = ("gpt2", "bert")  # Hugging Face model types lmforge converts
+# Hugging Face model types lmforge converts, with the class names their config.json lists
+SUPPORTED = {"gpt2": "GPT2LMHeadModel", "bert": "BertModel", "llama": "LlamaForCausalLM",
+             "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 SAFE_WEIGHTS, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
 PT_WEIGHTS, PT_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 OTHER_FORMATS = {"tf_model.h5": "TensorFlow", "flax_model.msgpack": "Flax", "model.ckpt.index": "TensorFlow 1"}
@@ -58,7 +61,7 @@ def read_hf_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{folder}: not a Hugging Face checkpoint folder (has {_listing(folder)}); "
                           f"expected config.json with model.safetensors or pytorch_model.bin "
-                          f"(supported: {', '.join(SUPPORTED)})")
+                          f"(supported: {', '.join(SUPPORTED.values())})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -69,21 +72,23 @@ def read_hf_config(folder: str | Path) -> dict[str, Any]:
 
 
 def detect_family(hf_config: dict[str, Any], source: str = "config.json") -> str:
-    """"gpt2" or "bert" from `model_type` (or `architectures`); else an error naming both."""
+    """The model type ("gpt2", "bert", "llama", "mistral", "qwen2", "qwen3") from
+    `model_type` (or `architectures`); else an error naming it and the supported ones."""
     model_type = str(hf_config.get("model_type", "") or "")
     archs = hf_config.get("architectures") or []
     archs = [str(a) for a in archs] if isinstance(archs, list) else [str(archs)]
     if model_type in SUPPORTED:
         return model_type
     if not model_type:  # very old configs have no model_type: fall back on the class names
-        for family, prefix in (("gpt2", "GPT2"), ("bert", "Bert")):
+        for family, prefix in (("gpt2", "GPT2"), ("bert", "Bert"), ("llama", "LlamaFor"),
+                               ("mistral", "MistralFor"), ("qwen2", "Qwen2For"), ("qwen3", "Qwen3For")):
             if any(a.startswith(prefix) for a in archs):
                 return family
     found = f"model_type={model_type!r}" if model_type else "no model_type"
     if archs:
         found += f" (architectures {', '.join(archs)})"
-    raise ConfigError(f"{source}: {found} is not supported; supported model types: "
-                      f"{', '.join(SUPPORTED)}")
+    raise ConfigError(f"{source}: {found} is not supported; supported: "
+                      + ", ".join(f"{cls} ({t})" for t, cls in SUPPORTED.items()))
 
 
 def _first_line(err: BaseException) -> str:
@@ -145,10 +150,16 @@ def _load_sharded(index_path: Path, loader) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+def read_hf_weights(folder: Path, safetensors_only: bool = False) -> tuple[dict[str, torch.Tensor], Path]:
     """All tensors of a checkpoint folder and the file they came from (safetensors preferred)."""
     for name, index, loader in ((SAFE_WEIGHTS, SAFE_INDEX, _load_safetensors),
                                 (PT_WEIGHTS, PT_INDEX, _load_pickle_safely)):
+        if safetensors_only and name == PT_WEIGHTS:
+            if (folder / name).is_file() or (folder / index).is_file():
+                raise CheckpointError(f"{folder}: only a pickled {name if (folder / name).is_file() else index} "
+                                      f"is there; refused (not loaded): this model family is read from "
+                                      f"{SAFE_WEIGHTS} only - convert it with safetensors first")
+            continue
         if (folder / name).is_file():
             return loader(folder / name), folder / name
         if (folder / index).is_file():
@@ -216,9 +227,12 @@ def write_run(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer: Any,
     tokenizer.save(out / TOKENIZER)
     save_weights(model, out / WEIGHTS, metadata={"converted_from": str(source.get("path", ""))})
     # the tokenizer is fixed by the checkpoint: further training on new text reuses it
-    run_cfg = Config(model=cfg, tokenizer=TokenizerConfig(kind="bpe" if cfg.arch == "gpt" else
-                                                          "wordpiece", path=str(out / TOKENIZER)),
+    run_cfg = Config(model=cfg, tokenizer=TokenizerConfig(kind="wordpiece" if cfg.arch == "bert" else
+                                                          "bpe", path=str(out / TOKENIZER)),
                      out=str(out))
+    if "tokenizer_config" in source:  # an LLM's chat template, BOS/EOS rules (contract: LLM_GROUP.md)
+        atomic_write_text(out / "tokenizer_config.json",
+                          json.dumps(source.pop("tokenizer_config"), indent=2, ensure_ascii=False))
     save_config(run_cfg, out / CONFIG)
     atomic_write_text(out / SOURCE, json.dumps(source, indent=2))
     # written last: a conversion that failed half-way leaves no model_config.json, so it is
@@ -238,7 +252,7 @@ def import_folder(folder: str | Path, family: Any) -> tuple[nn.Module, Any, Mode
     hf_config = read_hf_config(folder)
     source = str(folder / "config.json")
     cfg = family.config_from_hf(hf_config, source)
-    state, weights_path = read_hf_weights(folder)
+    state, weights_path = read_hf_weights(folder, getattr(family, "SAFETENSORS_ONLY", False))
     state = family.normalise_keys(state, cfg)
     tokenizer = load_tokenizer(folder)
     if tokenizer.vocab_size > cfg.vocab_size:
@@ -256,6 +270,11 @@ def import_folder(folder: str | Path, family: Any) -> tuple[nn.Module, Any, Mode
     info = {"format": "huggingface", "family": family.FAMILY, "path": str(folder.resolve()),
             "weights": weights_path.name, "architectures": hf_config.get("architectures"),
             "fresh_tensors": fresh}
+    if cfg.arch == "llama":
+        from ..tokenizers.hf import read_chat_template, read_hints, run_tokenizer_config
+
+        template = read_chat_template(folder, read_hints(folder)[1])
+        info["tokenizer_config"] = run_tokenizer_config(tokenizer, template, cfg.max_len)
     return model, tokenizer, cfg, info
 
 
@@ -286,7 +305,7 @@ def tokenizer_config(tokenizer: Any, max_len: int) -> dict[str, Any]:
 
 
 def write_hf_folder(out: Path, hf_config: dict[str, Any], state: dict[str, torch.Tensor],
-                    tokenizer: Any, max_len: int) -> Path:
+                    tokenizer: Any, max_len: int, tok_config: dict[str, Any] | None = None) -> Path:
     """config.json, model.safetensors and tokenizer files, as `save_pretrained` lays them out."""
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     tmp = out / (SAFE_WEIGHTS + ".tmp")
@@ -294,6 +313,7 @@ def write_hf_folder(out: Path, hf_config: dict[str, Any], state: dict[str, torch
     tmp.replace(out / SAFE_WEIGHTS)
     tokenizer.save(out / "tokenizer.json")
     atomic_write_text(out / "tokenizer_config.json",
-                      json.dumps(tokenizer_config(tokenizer, max_len), indent=2))
+                      json.dumps(tok_config or tokenizer_config(tokenizer, max_len), indent=2,
+                                 ensure_ascii=False))
     atomic_write_text(out / "config.json", json.dumps(hf_config, indent=2, sort_keys=True))
     return out

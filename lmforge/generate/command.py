@@ -3,6 +3,7 @@
     lmforge generate runs/s1 --prompt "ROMEO:" --max-new-tokens 500 --temperature 0.8 --top-p 0.95
     lmforge generate runs/s1 --prompt-file prompts.txt --num-samples 4 --seed 7 --stream
     lmforge generate runs/s1 --prompt "The" --beams 5 --length-penalty 1.0 --stop "\\n\\n"
+    lmforge generate runs/smollm2 --chat --prompt "Name three colours."
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole prefix per token (slow; for checking)")
+    p.add_argument("--chat", action="store_true",
+                   help="each prompt is a user message: render it with the run's chat template "
+                        "and print the assistant's reply (ends at the end-of-turn token)")
+    p.add_argument("--system", help="with --chat: a system message before each prompt")
     p.add_argument("--weights", choices=("best", "last"), default="best")
     p.add_argument("--device", default="auto")
     return p
@@ -95,6 +100,8 @@ def cli(argv: list[str]) -> int:
         raise ValueError(f"{args.run}: a {read_model_config(args.run).head} run does not generate "
                          "text; generation needs a causal language model (head causal_lm)")
     run = load_run(args.run, device=args.device, weights=args.weights)
+    if args.chat:
+        return _chat(run, prompts, options, args.system, args.stream)
     many = len(prompts) * options.num_samples > 1
 
     def header(i: int, j: int) -> None:
@@ -123,6 +130,26 @@ def cli(argv: list[str]) -> int:
                 if args.scores:
                     print(f"[logprob {gen.logprob:.4f}, score {gen.score:.4f}, {len(gen.ids)} "
                           f"tokens, finish: {gen.finish_reason}]", file=sys.stderr)
+    return 0
+
+
+def _chat(run, prompts: list[str], options, system: str | None, stream: bool) -> int:
+    """--chat: one single-turn conversation per prompt, the reply printed (streamed)."""
+    from ..chat.session import encode_chat, stream_reply
+
+    if options.num_samples > 1:
+        raise ValueError("--chat makes one reply per prompt: drop --num-samples")
+    for prompt in prompts:
+        messages = ([{"role": "system", "content": system}] if system else []) + \
+            [{"role": "user", "content": prompt}]
+        ids = encode_chat(run.tokenizer, run.chat_template, messages)
+        pieces = stream_reply(run.model, run.tokenizer, run.chat_template, ids, options)
+        if stream:
+            for piece in pieces:
+                print(piece, end="", flush=True)
+            print()
+        else:
+            print("".join(pieces))
     return 0
 
 

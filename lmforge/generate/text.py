@@ -34,10 +34,15 @@ def start_id(tokenizer: Any) -> int:
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of a prompt; an empty one becomes [start_id]."""
+    """Token ids of a prompt; an empty one becomes [start_id]. An imported tokenizer whose
+    model starts every text with BOS (`options["add_bos"]`, as transformers' tokenizer(text)
+    does for Llama) gets it here too."""
     if not isinstance(prompt, str):
         raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
     ids = tokenizer.encode(prompt) if prompt else []
+    bos = getattr(tokenizer, "bos_id", None)
+    if getattr(tokenizer, "options", {}).get("add_bos") and bos is not None and ids[:1] != [bos]:
+        ids = [bos] + ids
     return ids or [start_id(tokenizer)]
 
 

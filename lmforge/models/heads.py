@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..nn.chunked_ce import chunked_cross_entropy
 
 IGNORE_INDEX = -100  # target value that contributes no loss (padding)
 
@@ -16,13 +17,24 @@ class CausalLM(nn.Module):
 
     The output projection shares the token embedding's weight when the widths agree
     (weight tying, Press & Wolf 2017): fewer parameters and a better model at small scale.
+
+    `chunked_loss` (set from `train.chunked_ce`, see `lmforge.train.activation_checkpointing`)
+    computes the loss chunk by chunk over the positions that carry one
+    (`lmforge.nn.chunked_ce`) and returns `(None, loss)`: the (B, T, V) logits never exist.
     """
 
     def __init__(self, backbone: nn.Module, config: ModelConfig) -> None:
         super().__init__()
         self.backbone, self.config = backbone, config
-        self.lm_head = nn.Linear(backbone.out_dim, config.vocab_size, bias=False)
-        if config.tie_embeddings and backbone.embed.weight.shape == self.lm_head.weight.shape:
+        self.chunked_loss = False
+        self.loss_chunk_size: int | None = None  # rows per chunk; None = auto
+        tied = config.tie_embeddings and \
+            tuple(backbone.embed.weight.shape) == (config.vocab_size, backbone.out_dim)
+        # a tied head's own (V, D) matrix is never used: build it on the meta device, so
+        # loading a large-vocabulary model does not allocate it only to throw it away
+        self.lm_head = nn.Linear(backbone.out_dim, config.vocab_size, bias=False,
+                                 device="meta" if tied else None)
+        if tied:
             self.lm_head.weight = backbone.embed.weight
         else:
             backbone.init_weights(self.lm_head)
@@ -41,6 +53,10 @@ class CausalLM(nn.Module):
         hidden, state = self.backbone(ids, mask=mask, state=state)  # (B, T, D)
         if last_only:
             hidden = hidden[:, -1:]
+        elif targets is not None and self.chunked_loss:
+            loss = chunked_cross_entropy(hidden, self.lm_head.weight, targets, IGNORE_INDEX,
+                                         self.loss_chunk_size)
+            return (None, loss, state) if return_state else (None, loss)
         logits = self.lm_head(hidden)  # (B, T, V)
         loss = None
         if targets is not None:

@@ -98,6 +98,12 @@ register(BackboneSpec("rcnn", "lmforge.models.rcnn:build_rcnn", recurrent=True, 
 register(BackboneSpec("gpt", "lmforge.models.gpt:build_gpt", needs_heads=True, positional=True,
                       arena={"model": {"n_layers": 4, "n_heads": 4, "activation": "gelu"},
                              "train": {"lr": 3e-3}}))
+# Llama family (Llama, Mistral, Qwen2/3, SmolLM): RMSNorm, SwiGLU, rotary, grouped-query
+# attention; the arena recipe is the gpt's (its rate not swept yet)
+register(BackboneSpec("llama", "lmforge.models.llama:build_llama", needs_heads=True,
+                      positional=True, activation="silu",
+                      arena={"model": {"n_layers": 4, "n_heads": 4, "n_kv_heads": 2},
+                             "train": {"lr": 3e-3}}))
 register(BackboneSpec("bert", "lmforge.models.bert:build_bert", needs_heads=True, positional=True))
 # the encoder-decoder Transformer of model.head=seq2seq (models/seq2seq.py builds both halves)
 register(BackboneSpec("transformer", None, needs_heads=True, positional=True))

@@ -26,8 +26,11 @@ TOLERANCE = 0.5  # a result further than this (relative) from the target is an e
 
 
 def _width_step(arch: str, base: ModelConfig) -> int:
-    # attention families keep n_heads dividing d_model
-    return base.n_heads if backbone_spec(arch).needs_heads else 1
+    # attention families keep n_heads dividing d_model; rotary heads also need an even width
+    step = base.n_heads if backbone_spec(arch).needs_heads else 1
+    if base.positional == "rotary" and step > 1 and not base.head_dim:
+        step *= 2
+    return step
 
 
 def _with_width(base: ModelConfig, d_model: int) -> ModelConfig:

@@ -9,13 +9,22 @@ adapter leaves the model's outputs unchanged. Only A, B (and the task head) trai
 folds the update into W (`W + (alpha / r) B A`) and gives back a plain `nn.Linear` whose
 outputs equal the adapted layer's.
 
-    targets = apply_lora(model.backbone, rank=8, alpha=16, targets=["attn.qkv", "attn.proj"])
+    targets = apply_lora(model.backbone, rank=8, alpha=16, targets=["q", "k", "v", "o"])
     mark_only_lora_and_head_trainable(model)      # everything under model.backbone frozen but A, B
     ...train...
+    with disable_adapters(model): ...             # the base model's outputs (DPO's reference)
     merge_lora(model)                             # plain model, identical outputs
+
+Targets are module-name patterns: a pattern matches a layer whose name equals it, ends in
+"." + it, or fnmatch-es it, so the short names `q,k,v,o,gate,up,down` pick those projections
+in every block. A model whose `config.extra["lora"]` is set gets its adapters when it is
+built (`apply_lora_from_config`), so a LoRA run rebuilds from model_config.json alone.
+Adapters are saved alone in `adapter.safetensors` by `lmforge.nn.lora_io`.
 
 What LoRA can adapt in each lmforge backbone (only `nn.Linear` layers are wrapped):
 
+    llama       attention `attn.q`, `attn.k`, `attn.v`, `attn.o`; MLP `mlp.gate`, `mlp.up`,
+                `mlp.down` (short names q,k,v,o,gate,up,down; all seven by default)
     gpt / bert  attention `attn.qkv`, `attn.proj`; MLP `mlp.fc`, `mlp.proj` (all of them by default)
     cnn         the residual blocks' MLP `mlp.fc`, `mlp.proj` and the input projection `proj_in`
                 (the convolutions themselves are nn.Conv1d and stay frozen)
@@ -27,9 +36,11 @@ What LoRA can adapt in each lmforge backbone (only `nn.Linear` layers are wrappe
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
-from typing import Any
+import re
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +65,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's own init for A
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.enabled = True  # False: the base layer alone (see `disable_adapters`)
         base.weight.requires_grad_(False)
         if base.bias is not None:
             base.bias.requires_grad_(False)
@@ -80,6 +92,8 @@ class LoRALinear(nn.Module):
         return (self.lora_B @ self.lora_A) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return self.base(x)
         update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)  # (..., out)
         return self.base(x) + update * self.scaling
 
@@ -105,6 +119,19 @@ def _matches(name: str, patterns: list[str]) -> bool:
     (True, True)
     """
     return any(name == p or name.endswith("." + p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def layer_patterns(model: nn.Module) -> list[str]:
+    """The distinct nn.Linear names of `model` with block indices as "*", for error messages.
+
+    >>> layer_patterns(gpt_backbone)  # doctest: +SKIP
+    ['blocks.*.attn.qkv', 'blocks.*.attn.proj', 'blocks.*.mlp.fc', 'blocks.*.mlp.proj']
+    """
+    seen: dict[str, None] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            seen[re.sub(r"\.\d+\.", ".*.", name.removesuffix(".base"))] = None
+    return list(seen)
 
 
 def lora_targets(model: nn.Module, targets: list[str] | None = None) -> list[str]:
@@ -140,11 +167,45 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: fl
                 f"LoRA found no nn.Linear layer in {type(model).__name__}: recurrent backbones "
                 "(rnn, lstm, gru) keep their weights inside fused nn.RNN/LSTM/GRU kernels; "
                 "fine-tune them fully or with a frozen backbone instead")
-        raise ValueError(f"lora targets {list(targets or [])} match no nn.Linear layer; "
-                         f"linear layers are: {', '.join(linears[:8])}{' ...' if len(linears) > 8 else ''}")
+        raise ValueError(f"lora targets {','.join(targets or [])} match no nn.Linear layer of "
+                         f"{type(model).__name__}; its linear layers are: "
+                         f"{', '.join(layer_patterns(model))}")
     for name in names:
         _set_module(model, name, LoRALinear(model.get_submodule(name), rank, alpha, dropout))
     return names
+
+
+def apply_lora_from_config(model: nn.Module) -> list[str]:
+    """Wrap the layers that `model.config.extra["lora"]` names, unless already done.
+
+    LoRA adapts the backbone (`model.backbone`, else the whole model), never the task head.
+    Called by `build_model`, so every head gets its adapters back from model_config.json.
+    """
+    options = getattr(getattr(model, "config", None), "extra", {}).get("lora")
+    if not options or any(isinstance(m, LoRALinear) for m in model.modules()):
+        return []
+    return apply_lora(getattr(model, "backbone", model), **lora_options(options))
+
+
+@contextlib.contextmanager
+def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` as its base inside the block: every LoRALinear skips its update.
+
+    DPO's reference model is the policy with its adapters off: no second copy in memory.
+    """
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    previous = [m.enabled for m in layers]
+    for m in layers:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m, was in zip(layers, previous):
+            m.enabled = was
+
+
+def has_lora(model: nn.Module) -> bool:
+    return any(isinstance(m, LoRALinear) for m in model.modules())
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -161,6 +222,17 @@ def mark_only_lora_and_head_trainable(model: nn.Module, backbone: str = "backbon
     trainable = 0
     for name, p in model.named_parameters():
         keep = "lora_A" in name or "lora_B" in name or not name.startswith(prefix)
+        p.requires_grad_(keep)
+        trainable += p.numel() if keep else 0
+    return trainable
+
+
+def mark_only_lora_trainable(model: nn.Module) -> int:
+    """Freeze every parameter but the adapters' A and B (causal LM, SFT, DPO: the head too,
+    which is often the tied embedding). Returns the number of trainable parameters."""
+    trainable = 0
+    for name, p in model.named_parameters():
+        keep = "lora_A" in name or "lora_B" in name
         p.requires_grad_(keep)
         trainable += p.numel() if keep else 0
     return trainable

@@ -2,8 +2,43 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
+
+ROPE_SCALINGS = ("linear", "llama3")  # `model.rope_scaling.type` values
+
+
+def rope_inv_freq(head_dim: int, theta: float = 10000.0,
+                  scaling: dict[str, Any] | None = None) -> torch.Tensor:
+    """Rotation speed of each channel pair (hd/2,): theta^(-2i/hd), optionally rescaled.
+
+    scaling {"type": "linear", "factor": f}: every frequency / f (positions stretched f times;
+    Chen et al. 2023, "position interpolation").
+    scaling {"type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+    "original_max_len"}: Llama 3.1's rule - wavelengths longer than original_max_len /
+    low_freq_factor are divided by `factor`, shorter than original_max_len / high_freq_factor
+    kept, and those in between interpolated smoothly.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    kind = (scaling or {}).get("type")
+    if not kind:
+        return inv_freq
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    if kind != "llama3":
+        raise ValueError(f"rope scaling {kind!r} is not one of {', '.join(ROPE_SCALINGS)}")
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_len = float(scaling["original_max_len"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+    return torch.where(medium, smoothed, scaled)
 
 
 class LearnedPositions(nn.Module):
@@ -30,25 +65,45 @@ class LearnedPositions(nn.Module):
 
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al., 2021): rotate query/key channel pairs by a
-    position-dependent angle so that q.k depends on relative position only."""
+    position-dependent angle so that q.k depends on relative position only.
 
-    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0) -> None:
+    Pairs are adjacent channels (2i, 2i+1) by default (the paper, lmforge's GPT); `half=True`
+    pairs channel i with i + hd/2 as Llama's Hugging Face code does, so imported q/k weights
+    need no permutation. `scaling` rescales the frequencies (see `rope_inv_freq`).
+    """
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0,
+                 scaling: dict[str, Any] | None = None, half: bool = False) -> None:
         super().__init__()
         assert head_dim % 2 == 0, "rotary needs an even head dimension"
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        t = torch.arange(max_len).float()
+        self.half = half
+        self.max_len = max_len
+        self._rope = (head_dim, base, scaling)
+        self._build_tables(None)
+
+    def _build_tables(self, device: torch.device | None) -> None:
+        # angles in fp32 even when the model was cast to bf16/fp16 (`model.to(dtype)` casts
+        # buffers too): a half-precision angle table is off by whole radians at long positions
+        inv_freq = rope_inv_freq(*self._rope)
+        if device is not None:
+            inv_freq = inv_freq.to(device)
+        t = torch.arange(self.max_len, device=inv_freq.device).float()
         freqs = torch.outer(t, inv_freq)  # (T, hd/2)
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
-        self.max_len = max_len
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x: (B, H, T, hd) -> same shape, rotated for positions start .. start+T-1."""
         T = x.size(-2)
         if start + T > self.max_len:
             raise ValueError(f"sequence of {start + T} tokens is longer than model.max_len={self.max_len}")
+        if self.cos.dtype != torch.float32:
+            self._build_tables(x.device)
         cos = self.cos[start:start + T].to(x.dtype)  # (T, hd/2)
         sin = self.sin[start:start + T].to(x.dtype)
+        if self.half:  # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) on the two halves
+            x1, x2 = x.chunk(2, dim=-1)
+            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
         x1, x2 = x[..., 0::2], x[..., 1::2]
         out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return out.flatten(-2)

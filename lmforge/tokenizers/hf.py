@@ -4,6 +4,13 @@ Everything imported gets kind "hf": its special-token ids are discovered by name
 `tokenizer_config.json` / `special_tokens_map.json` when the folder has them), not fixed at 0-3.
 The pipelines rebuilt from vocab files mirror `transformers`' BertTokenizerFast and
 GPT2TokenizerFast, so ids match theirs.
+
+What `tokenizer(text)` adds is decided as transformers 5 decides it for a tokenizer.json: by
+the file's post-processor alone (tokenizer_config.json's `add_bos_token` / `add_eos_token`
+are dropped when a tokenizer.json exists). `apply_tokenizer_config` takes the special-token
+names from the config and records in `options["add_bos"]` / `options["add_eos"]` whether
+encoding adds them (generate starts prompts with BOS accordingly). A tokenizer built from
+another format (GGUF) states its rule with `set_bos_eos`, which writes the post-processor.
 """
 
 from __future__ import annotations
@@ -103,15 +110,76 @@ def load_gpt2_vocab(folder: Path) -> Tokenizer:
     return Tokenizer(backend, "hf", specials, {"source": "vocab.json+merges.txt"})
 
 
+def _record_bos_eos(tok: Tokenizer) -> Tokenizer:
+    """options["add_bos"/"add_eos"]: does `encode(text, add_special=True)` wrap text in them?"""
+    plain = tok.backend.encode("a", add_special_tokens=False).ids
+    wrapped = tok.backend.encode("a", add_special_tokens=True).ids
+    bos, eos = tok.bos_id, tok.eos_id
+    tok.options["add_bos"] = bos is not None and wrapped[:1] == [bos] and plain[:1] != [bos]
+    tok.options["add_eos"] = eos is not None and wrapped[-1:] == [eos] and plain[-1:] != [eos]
+    return tok
+
+
+def apply_tokenizer_config(tok: Tokenizer, hints: dict[str, str | None],
+                           config: dict[str, Any]) -> Tokenizer:
+    """Special tokens named by a HF folder's tokenizer_config.json / special_tokens_map.json,
+    and the BOS/EOS rule of the tokenizer.json recorded in `tok.options` (module docstring)."""
+    tok.specials = discover_specials(tok.backend, hints)
+    return _record_bos_eos(tok)
+
+
+def set_bos_eos(tok: Tokenizer, add_bos: bool, add_eos: bool = False) -> Tokenizer:
+    """Make `encode(text, add_special=True)` give [bos] text [eos] as flagged (as transformers'
+    `update_post_processor` does), e.g. from GGUF's tokenizer.ggml.add_bos_token. Byte-level
+    offset trimming is kept out of it: it never changes ids."""
+    parts = {"bos": tok.specials.get("bos") if add_bos else None,
+             "eos": tok.specials.get("eos") if add_eos else None}
+    for role, token in parts.items():
+        if token is not None and tok.backend.token_to_id(token) is None:
+            raise ConfigError(f"tokenizer has no {role} token {token!r} to add")
+    bos = [f"{parts['bos']}:0"] if parts["bos"] else []
+    eos = [f"{parts['eos']}:0"] if parts["eos"] else []
+    single = " ".join(bos + ["$A:0"] + eos)
+    pair = single + " " + " ".join([t.replace(":0", ":1") for t in bos] + ["$B:1"]
+                                   + [t.replace(":0", ":1") for t in eos])
+    tok.backend.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair,
+        special_tokens=[(t, tok.backend.token_to_id(t)) for t in parts.values() if t])
+    return _record_bos_eos(tok)
+
+
+def read_chat_template(folder: Path, config: dict[str, Any]) -> str | None:
+    """The chat template of a HF folder: chat_template.jinja (transformers 5 saves it apart),
+    else tokenizer_config.json's `chat_template` (a string, or named templates: "default")."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default") or next(iter(named.values()), None)
+    return template if isinstance(template, str) else None
+
+
+def run_tokenizer_config(tok: Tokenizer, chat_template: str | None, max_len: int) -> dict[str, Any]:
+    """tokenizer_config.json of an imported LLM's run (transformers-compatible keys): the chat
+    template, special-token strings and whether BOS / EOS are added."""
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": chat_template,
+            "bos_token": tok.specials.get("bos"), "eos_token": tok.specials.get("eos"),
+            "pad_token": tok.specials.get("pad"), "unk_token": tok.specials.get("unk"),
+            "add_bos_token": bool(tok.options.get("add_bos", False)),
+            "add_eos_token": bool(tok.options.get("add_eos", False)),
+            "model_max_length": max_len, "clean_up_tokenization_spaces": False}
+
+
 def load_folder(folder: Path) -> Tokenizer:
     """Load the tokenizer of a folder: tokenizer.json first, then vocab.txt, then vocab.json + merges.txt."""
     if (folder / "tokenizer.json").is_file():
         path = folder / "tokenizer.json"
         tok = Tokenizer.load(path)
         if tok.kind == "hf":  # a HF-made file: its config may name specials the names miss
-            hints, _ = read_hints(folder)
-            if hints:
-                tok.specials = discover_specials(tok.backend, hints)
+            hints, config = read_hints(folder)
+            if hints or config:
+                apply_tokenizer_config(tok, hints, config)
         return tok
     if (folder / "vocab.txt").is_file():
         return load_bert_vocab(folder)

@@ -39,6 +39,7 @@ from ..config import TrainConfig
 from ..config import ConfigError
 from . import distributed
 from . import mfu as mfu_lib
+from .activation_checkpointing import apply_memory_options
 from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
                          save_weights)
 from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
@@ -81,6 +82,8 @@ class Trainer:
         self.model = task.model
         # counted before wrapping: FSDP turns parameters into shards
         self.flops_per_unit = getattr(task, "flops_per_unit", None) or mfu_lib.flops_per_token(self.model)
+        for note in apply_memory_options(self.model, cfg):  # before DDP/FSDP wrap the blocks
+            self.log(note)
         # weights before wrapping: DDP and FSDP start from the model they are given
         state = self._read_checkpoint() if resume else None
         self.train_model = distributed.wrap_model(self.model, self.dist, cfg)

@@ -63,11 +63,11 @@ def matmul_params(model: nn.Module) -> int:
 
 def attention_widths(model: nn.Module) -> list[tuple[int, bool]]:
     """(width d = heads x head_dim, is_cross) of each attention layer in the model."""
-    from ..nn.attention import CrossAttention, SelfAttention
+    from ..nn.attention import CrossAttention, GroupedQueryAttention, SelfAttention
 
     out = []
     for m in model.modules():
-        if isinstance(m, (SelfAttention, CrossAttention)):
+        if isinstance(m, (SelfAttention, CrossAttention, GroupedQueryAttention)):
             out.append((m.n_heads * m.head_dim, isinstance(m, CrossAttention)))
         elif isinstance(m, nn.MultiheadAttention):
             out.append((m.embed_dim, False))

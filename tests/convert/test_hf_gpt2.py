@@ -148,14 +148,15 @@ def test_folder_that_is_not_a_checkpoint(tmp_path, capsys):
         from_hf(tmp_path, tmp_path / "run")
     assert main(["convert", "from-hf", str(tmp_path), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "gpt2, bert" in err
+    assert len(err.splitlines()) == 1 and "GPT2LMHeadModel, BertModel" in err
 
 
 def test_unsupported_model_type_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(
-        {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
-    with pytest.raises(ConfigError, match=r"model_type='llama' \(architectures LlamaForCausalLM\) "
-                                          r"is not supported; supported model types: gpt2, bert"):
+        {"model_type": "gemma", "architectures": ["GemmaForCausalLM"]}))
+    with pytest.raises(ConfigError, match=r"model_type='gemma' \(architectures GemmaForCausalLM\) "
+                                          r"is not supported; supported: GPT2LMHeadModel \(gpt2\), "
+                                          r"BertModel \(bert\), LlamaForCausalLM \(llama\)"):
         from_hf(tmp_path, tmp_path / "run")
 
 

@@ -43,7 +43,7 @@ def test_targets_select_by_name_pattern():
     names = apply_lora(model.backbone, rank=2, targets=["attn.qkv"])
     assert len(names) == 2 and isinstance(model.backbone.blocks[0].attn.qkv, LoRALinear)
     assert lora_targets(model.backbone, ["attn.qkv"]) == []  # already wrapped: never twice
-    with pytest.raises(ValueError, match="match no nn.Linear layer; linear layers are"):
+    with pytest.raises(ValueError, match=r"match no nn.Linear layer of GPT.*its linear layers are: blocks\.\*\.attn\.qkv, blocks\.\*\.attn\.proj, blocks\.\*\.mlp\.fc, blocks\.\*\.mlp\.proj$"):
         apply_lora(model.backbone, targets=["nothing"])
 
 

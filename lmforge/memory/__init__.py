@@ -1,0 +1,1 @@
+"""Memory: predict what a training run needs before it starts (`lmforge estimate-memory`)."""
