@@ -103,7 +103,7 @@ class Run:
         rendered with the run's chat template and ended at its end-of-turn token. Options as
         for `generate` (default max_new_tokens 200, temperature 1; temperature=0 is greedy)."""
         from .chat.session import chat_reply
-        from .generate import DecodeOptions
+        from .generate.sampling import DecodeOptions
 
         return chat_reply(self.model, self.tokenizer, self.chat_template, messages,
                           DecodeOptions.from_kwargs(**options))
