@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu")  # gelu_tanh: GPT-2's gelu_new
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # train.log: see lmforge/train/loggers.py
 
 
 # default `model.activation` per architecture (tanh keeps torch's fused RNN kernel)
@@ -145,6 +146,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_batches: int = 20
     log_every: int = 10
+    log: str = "csv"  # trackers, comma-separated: csv | tensorboard | mlflow | wandb (metrics.csv always)
     save_every: int = 0  # 0 = at each evaluation
     patience: int = 0  # early stopping: evaluations without improvement; 0 = off
     tbptt: bool = False  # recurrent LMs: carry state across consecutive windows
@@ -191,6 +193,9 @@ class Config:
             raise ConfigError(f"train.schedule must be cosine, linear or constant, got {t.schedule!r}")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
+        unknown = [n for n in t.log.replace(" ", "").split(",") if n and n not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"train.log: unknown logger {unknown[0]!r}; valid: {', '.join(LOGGERS)}")
         if self.data.errors not in ("strict", "replace"):
             raise ConfigError(f"data.errors must be strict or replace, got {self.data.errors!r}")
 
