@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "glove": ("lmforge.convert.glove:cli", "train GloVe vectors, nearest words, analogies"),
     "convert": ("lmforge.convert.cli:cli", "Hugging Face checkpoints in and out"),
     "serve": ("lmforge.serve.app:cli", "serve a run over HTTP with a web playground"),
+    "sweep": ("lmforge.sweep.cli:cli", "search hyperparameters with Optuna (docs/sweep.md)"),
+    "config": ("lmforge.config_cli:cli", "show a resolved config, list keys, diff two runs"),
 }
 
 
@@ -30,7 +32,8 @@ def pretrain_cli(argv: list[str]) -> int:
         prog="lmforge pretrain",
         description="Train a language model from scratch (default: a char-level GPT on the "
                     "bundled Tiny Shakespeare). Trailing key=value pairs override the config, "
-                    "e.g. model.n_layers=6 train.lr=3e-4.")
+                    "e.g. model.n_layers=6 train.lr=3e-4. Every key, its type, default and "
+                    "meaning: `lmforge config keys model|train|data|tokenizer` or docs/config.md.")
     parser.add_argument("--config", help="YAML recipe (see configs/)")
     parser.add_argument("--data", help="corpus: a text file, folder, glob or .jsonl (= data.path)")
     parser.add_argument("--out", help="run directory to create (= out)")
@@ -60,7 +63,8 @@ def pretrain_cli(argv: list[str]) -> int:
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: lmforge COMMAND [options]   (lmforge COMMAND --help for details)", "",
+    lines = ["usage: lmforge COMMAND [options]   (lmforge COMMAND --help for details)",
+             "       lmforge --version", "",
              "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
@@ -72,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"lmforge {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"lmforge: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)

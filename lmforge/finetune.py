@@ -28,7 +28,9 @@ def finetune(kind: str, **options: Any) -> Path:
 
 def cli(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: lmforge finetune {classify,seq2seq,lm} [options]  (add --help for each)")
+        print("usage: lmforge finetune {classify,seq2seq,lm} [options]  (add --help for each)\n"
+              "config keys (key=value overrides): `lmforge config keys train|model|data`, "
+              "`lmforge config keys task.KIND`, or docs/config.md")
         return 0 if argv else 2
     kind, rest = argv[0], argv[1:]
     if kind not in KINDS:
