@@ -100,3 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`lmforge generate ... | head`): stop quietly, as `cat` does;
+        # stdout is pointed at devnull so the interpreter's final flush cannot fail again
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
