@@ -52,8 +52,15 @@ def pretrain_cli(argv: list[str]) -> int:
         if args.out:
             overrides.append(f"out={args.out}")
         cfg = load_config(args.config, overrides)
-    from .train import distributed
+    from pathlib import Path
 
+    from .config import ConfigError
+    from .train import distributed
+    from .train.checkpoint import TRAINER_STATE
+
+    if not args.resume and (Path(cfg.out) / TRAINER_STATE).exists():
+        raise ConfigError(f"{cfg.out} already holds a run; resume it with --resume {cfg.out} "
+                          "or choose another --out")
     try:
         pretrain(cfg, resume=bool(args.resume))
     finally:

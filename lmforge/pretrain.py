@@ -65,18 +65,23 @@ def prepare_tokenizer(cfg: Config, files: list[Path], run_dir: Path, resume: boo
     return tokenizer
 
 
-def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = print) -> Path:
-    """Train a language model as `config` says; returns the run directory."""
+def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = print, *,
+             out: str | Path | None = None) -> Path:
+    """Train a language model as `config` says (into `out`, default `config.out`); returns the
+    run directory. `resume=True` continues the run already in that directory."""
     from .data.corpus import resolve_corpus_files, tokenize_corpus
 
     cfg = config
+    if out is not None:
+        cfg.out = str(out)
     tcfg = cfg.train
     run_dir = Path(cfg.out)
     info = distributed.setup(tcfg.device)
     log = log if info.rank == 0 else _quiet  # one voice under torchrun
-    if not resume and (run_dir / TRAINER_STATE).exists():
-        raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
-                          "or choose another --out")
+    if not resume and (run_dir / TRAINER_STATE).exists():  # the CLI checks first, in flags
+        raise ConfigError(f"{run_dir} already holds a run; continue it with "
+                          f"lmforge.pretrain(cfg, resume=True) or train into a new folder with "
+                          f"lmforge.pretrain(cfg, out='runs/another')")
     if tcfg.threads > 0:
         torch.set_num_threads(tcfg.threads)
     device = distributed.device_for(info, pick_device(tcfg.device))

@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..files import as_umask_allows
+
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -39,6 +41,7 @@ def _sha256(path: Path) -> str:
 def _fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
+    as_umask_allows(tmp)  # safetensors creates 0600 files
     os.replace(tmp, final)
 
 
