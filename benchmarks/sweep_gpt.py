@@ -44,8 +44,12 @@ def finish(procs: list[subprocess.Popen]) -> None:
             sys.exit(f"command failed ({p.returncode}):\n{out[-3000:]}")
 
 
+def threads_for(args: argparse.Namespace, workers: int) -> int:
+    return args.threads or max(1, (os.cpu_count() or 1) // workers)
+
+
 def sweep(out: Path, args: argparse.Namespace, pruner: str, workers: int) -> dict[str, float]:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_for(args, workers)
     common = [f"train.threads={threads}", f"train.eval_every={args.eval_every}",
               "train.eval_batches=10", "train.sample_tokens=0"]
     t0 = time.perf_counter()
@@ -68,10 +72,9 @@ def sweep(out: Path, args: argparse.Namespace, pruner: str, workers: int) -> dic
 def default_recipe(out: Path, args: argparse.Namespace) -> float:
     from lmforge.sweep import parse_budget
 
-    seconds = parse_budget(args.budget).amount
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    threads = threads_for(args, 1)
     finish([lmforge(["pretrain", "--config", str(CONFIG), "--out", str(out),
-                     f"train.time_budget_s={seconds}", f"train.threads={threads}",
+                     *parse_budget(args.budget).overrides(), f"train.threads={threads}",
                      f"train.eval_every={args.eval_every}", "train.eval_batches=10",
                      "train.sample_tokens=0", "train.progress=false"], threads)])
     with open(out / "metrics.csv") as fh:
@@ -81,9 +84,12 @@ def default_recipe(out: Path, args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--budget", default="1m", help="per trial (training time)")
+    parser.add_argument("--budget", default="1m", help="per trial: training time (1m), or steps "
+                                                          "(300steps) on a busy machine")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per process (default: cores // workers)")
     parser.add_argument("--out", help="keep the sweeps here (default: a temp folder)")
     args = parser.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="lmforge-sweep-bench-"))

@@ -40,6 +40,10 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, help="sampler seed")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_intermixed_args(argv)
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("lmforge sweep needs Optuna: pip install 'lmforge[sweep]'") from None
     from .objective import parse_budget
 
     timeout = None
