@@ -114,7 +114,7 @@ def test_two_processes_work_on_one_sqlite_study(sweep_files, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "lmforge", "sweep"]
     first = subprocess.Popen([*cmd, "--config", str(base), "--space", str(space), "--out", str(out),
-                              "--trials", "6", "--budget", "30steps", "--pruner", "none"],
+                              "--trials", "4", "--budget", "20steps", "--pruner", "none"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     while not (out / "sweep.json").exists() and time.time() < deadline:
@@ -126,7 +126,7 @@ def test_two_processes_work_on_one_sqlite_study(sweep_files, tmp_path):
     assert first.returncode == 0 and second.returncode == 0, outputs
     study = optuna.load_study(study_name="sw", storage=f"sqlite:///{out / 'study.db'}")
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert 6 <= len(done) <= 7  # a worker may start one more while the other finishes the 6th
+    assert 4 <= len(done) <= 5  # a worker may start one more while the other finishes the 4th
     dirs = [t.user_attrs["run_dir"] for t in done]
     assert len(set(dirs)) == len(dirs)
     # both workers ran trials of the one study

@@ -109,6 +109,7 @@ def test_mlflow_params_and_metrics_read_back(tiny_corpus, tmp_path, monkeypatch)
     assert found.data.metrics["final_best_loss"] == pytest.approx(min(val), rel=1e-5)
 
 
+@pytest.mark.slow  # wandb starts its background service process (several seconds)
 def test_wandb_offline_run_is_written(tiny_corpus, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
