@@ -162,6 +162,20 @@ def test_a_finetune_task_is_swept_through_the_dispatch(tmp_path):
         assert float(r["value"]) == pytest.approx(max(acc), abs=1e-6)
 
 
+def test_token_budget_stops_each_trial_at_its_log_point(sweep_files, tmp_path):
+    base, space = sweep_files
+    out = tmp_path / "sw"
+    run_sweep(SweepSpec(config=str(base), space=str(space), out=str(out), trials=1, seed=0,
+                        budget="2000tokens", overrides=["train.max_steps=100"]),
+              log=lambda *a: None)
+    (row,) = rows(out)
+    # 4 sequences x 16 tokens = 64 tokens a step; logged every 5 steps: 2,240 >= 2,000 at step 35
+    assert row["last_step"] == "35"
+    with open(Path(row["run_dir"]) / "metrics.csv") as fh:
+        val = [int(r["step"]) for r in csv.DictReader(fh) if r["split"] == "val"]
+    assert val == [10, 20, 30, 35]  # evaluated and checkpointed where it stopped
+
+
 def test_budgets_parse():
     assert (parse_budget("2m").kind, parse_budget("2m").amount) == ("time", 120)
     assert (parse_budget("500steps").kind, parse_budget("500steps").amount) == ("steps", 500)

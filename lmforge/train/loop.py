@@ -379,10 +379,12 @@ class Trainer:
                     if self.is_main:
                         util = mfu_lib.mfu(rate, self.flops_per_unit, self.peak * self.dist.world_size) \
                             if self.peak > 0 else ""
-                        # a callback may ask to stop (token budget): honoured at the next step
+                        # a callback may ask to stop (token budget): at once in one process,
+                        # at the next sync point under torchrun (where the ranks agree)
                         self._callback_stop |= self.callbacks.on_log(self.step, {
                             "loss": mean_loss, "lr": lr, "tokens_per_s": rate, "mfu": util,
                             "elapsed_s": self.elapsed, "tokens": self.tokens_seen})
+                        over_budget |= self._callback_stop and not self.dist.enabled
                     progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
                 progress.update(1)
                 if stop:
