@@ -65,8 +65,14 @@ def sweep(out: Path, args: argparse.Namespace, pruner: str, workers: int) -> dic
     with open(out / "sweep.csv") as fh:
         rows = list(csv.DictReader(fh))
     values = [float(r["value"]) for r in rows if r["state"] == "complete"]
+
+    def mean_seconds(state: str) -> float:
+        s = [float(r["seconds"]) for r in rows if r["state"] == state and r["seconds"]]
+        return sum(s) / len(s) if s else float("nan")
+
     return {"wall_s": wall, "trials": len(rows), "pruned": sum(r["state"] == "pruned" for r in rows),
-            "best": min(values) if values else float("nan"), "per_hour": len(rows) / wall * 3600}
+            "best": min(values) if values else float("nan"), "per_hour": len(rows) / wall * 3600,
+            "s_complete": mean_seconds("complete"), "s_pruned": mean_seconds("pruned")}
 
 
 def default_recipe(out: Path, args: argparse.Namespace) -> float:
@@ -104,9 +110,12 @@ def main() -> None:
         r = sweep(root / name.replace(", ", "-").replace(" ", "_"), args, pruner, workers)
         results[name] = r
         print(f"{name}: best val loss {r['best']:.4f} | {r['trials']} trials ({r['pruned']} pruned) "
-              f"in {r['wall_s']:.0f}s = {r['per_hour']:.0f} trials/hour", flush=True)
+              f"in {r['wall_s']:.0f}s = {r['per_hour']:.0f} trials/hour | mean trial "
+              f"{r['s_complete']:.0f}s complete, {r['s_pruned']:.0f}s pruned", flush=True)
     pruned, plain, two = (results[k] for k in results)
-    print(f"\nbest found {pruned['best']:.4f} vs default {base:.4f} at {args.budget} per run")
+    best = min(pruned["best"], plain["best"], two["best"])
+    print(f"\nbest found {best:.4f} (sweeps: {pruned['best']:.4f}, {plain['best']:.4f}, "
+          f"{two['best']:.4f}) vs default {base:.4f} at {args.budget} per run")
     print(f"pruning: {pruned['per_hour'] / plain['per_hour']:.2f}x trials per hour")
     print(f"two workers: {two['wall_s'] / pruned['wall_s']:.2f}x the wall time of one")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ class SweepSpec:
     direction: str = ""  # min | max; "" = the metric's own
     pruner: str = "median"  # median | hyperband | none
     prune_after: int = 3  # median pruner: trials that finish before any is pruned
-    seed: int | None = None  # sampler seed (one worker: a reproducible sweep)
+    seed: int | None = None  # sampler seed: a fresh one-worker sweep is reproducible
     overrides: list[str] = field(default_factory=list)  # fixed key=value for every trial
     task_args: list[str] = field(default_factory=list)  # passed to the task command (--data ...)
 
@@ -104,7 +105,11 @@ def open_study(spec: SweepSpec, create: bool) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial instead
     metric, direction = objective_for(spec.task, spec.metric, spec.direction)
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=True,
+    seed = spec.seed
+    if seed is not None and not create:
+        # a worker joining (or resuming) must not replay the creator's random draws
+        seed += os.getpid()
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True,
                                          n_startup_trials=min(10, max(2, spec.trials // 4)))
     try:
         study = optuna.create_study(storage=_storage(spec.storage_url), study_name=spec.study_name,
