@@ -56,8 +56,9 @@ def _check_key(key: str, where: str) -> None:
     if parts[1] not in names:
         raise ConfigError(f"{where}: {key!r} is not a config key; `lmforge config keys "
                           f"{parts[0]}` lists them")
-    if names[parts[1]].type in ("dict[str, Any]",) and len(parts) > 2:
-        return  # model.extra.*, train.newton.*: free-form
+    if len(parts) > 2 and not str(names[parts[1]].type).startswith("dict"):
+        # only free-form mappings (model.extra.*, train.newton.*) have keys below a field
+        raise ConfigError(f"{where}: {key!r}: {parts[0]}.{parts[1]} has no sub-keys")
 
 
 def _param(key: str, spec: Any, where: str, earlier: set[str]) -> Param:
