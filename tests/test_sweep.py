@@ -221,3 +221,16 @@ def test_sweep_cli_errors_are_one_line(tmp_path, capsys):
         "lmforge: error: lmforge sweep needs --config, --out (or --resume DIR)"
     assert main(["sweep", "--resume", str(tmp_path)]) == 1
     assert "no sweep.json there" in capsys.readouterr().err
+
+
+def test_a_refused_sweep_leaves_no_folder(sweep_files, tmp_path, capsys):
+    base, space = sweep_files
+    out = tmp_path / "sw"
+    assert main(["sweep", "--config", str(base), "--space", str(space), "--out", str(out),
+                 "--storage", "study.db"]) == 1
+    assert "--storage 'study.db' is not a database URL" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "bad.yaml").write_text("train.lr: {type: float, low: 1, high: 0.1}\n")
+    assert main(["sweep", "--config", str(base), "--space", str(tmp_path / "bad.yaml"),
+                 "--out", str(out)]) == 1
+    assert not out.exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -72,8 +73,9 @@ def read_spec(sweep_dir: str | Path) -> SweepSpec:
 def _storage(url: str) -> Any:
     import optuna
 
-    if not url.startswith(("sqlite:", "postgresql", "mysql")):
-        return url  # e.g. a journal file storage object's URL form is not supported here
+    if "://" not in url:
+        raise ConfigError(f"--storage {url!r} is not a database URL (sqlite:///path/study.db, "
+                          "postgresql://user:pass@host/db, mysql://...)")
     from optuna.storages import RDBStorage
 
     connect = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
@@ -145,12 +147,18 @@ def run_sweep(spec: SweepSpec, resume: bool = False, log: Callable[[str], Any] =
     budget = parse_budget(spec.budget)
     base = load_config(spec.config, spec.overrides)  # a bad recipe fails here, not per trial
     fixed = _flat(base.to_dict())
+    created = not resume and not out.exists()
     if not resume:
         if (out / SPEC_FILE).exists():
             raise ConfigError(f"{out} already holds a sweep; continue it with "
                               f"`lmforge sweep --resume {out}` or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
-    study = open_study(spec, create=not resume)
+    try:
+        study = open_study(spec, create=not resume)
+    except BaseException:
+        if created:  # leave no half-made sweep folder behind (this call made all of it)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if not resume:
         atomic_write_text(out / SPEC_FILE, json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
     metric, direction = objective_for(spec.task, spec.metric, spec.direction)
