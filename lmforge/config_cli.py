@@ -114,6 +114,18 @@ def diff_lines(a: str, b: str) -> list[str]:
     return lines
 
 
+def _best_val_loss(path: str) -> float | None:
+    """The lowest validation loss in a run's metrics.csv; None for a recipe or an empty log."""
+    import csv
+
+    metrics = Path(path) / "metrics.csv"
+    if not metrics.is_file():
+        return None
+    with open(metrics, newline="") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh) if r.get("split") == "val" and r.get("loss")]
+    return min(losses) if losses else None
+
+
 def cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="lmforge config",
                                 description="Show a resolved config, list keys, diff two runs "
@@ -141,8 +153,11 @@ def cli(argv: list[str]) -> int:
             return 0
         print("\n".join(keys_table(section_keys(args.section))))
     elif args.action == "diff":
-        lines = diff_lines(args.a, args.b)
-        print("\n".join(lines) if lines else "no differences")
+        lines = diff_lines(args.a, args.b) or ["no config differences"]
+        best = [_best_val_loss(p) for p in (args.a, args.b)]
+        if None not in best:  # two runs: what the differences came to
+            lines.append(f"(result) best val loss: {best[0]:.4f} -> {best[1]:.4f}")
+        print("\n".join(lines))
     else:
         text = markdown() + "\n"
         if args.out:

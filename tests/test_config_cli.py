@@ -57,8 +57,14 @@ def test_show_and_diff_runs(tmp_path, capsys):
     assert main(["config", "diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"out: {tmp_path / 'a'} -> {tmp_path / 'b'}", "train.lr: 0.001 -> 0.002"]
+    for name, loss in (("a", 2.5), ("b", 2.25)):
+        (tmp_path / name / "metrics.csv").write_text(
+            f"step,split,loss\n10,train,3.0\n10,val,{loss + 0.5}\n20,val,{loss}\n")
+    assert main(["config", "diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "(result) best val loss: 2.5000 -> 2.2500"
     assert main(["config", "diff", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
-    assert capsys.readouterr().out.strip() == "no differences"
+    assert capsys.readouterr().out.splitlines() == ["no config differences",
+                                                   "(result) best val loss: 2.5000 -> 2.5000"]
     assert main(["config", "show", str(tmp_path / "nothing")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert main(["config", "keys", "trian"]) == 1
