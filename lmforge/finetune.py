@@ -6,6 +6,8 @@ Python API: `lmforge.finetune(kind, **options)` calls the task's `finetune` func
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +38,14 @@ def cli(argv: list[str]) -> int:
     if kind not in KINDS:
         raise ConfigError(f"finetune kind {kind!r} is unknown; valid: {', '.join(KINDS)}")
     return int(importlib.import_module(KINDS[kind]).finetune_cli(rest) or 0)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing the submodule `lmforge.finetune` rebinds the package attribute `lmforge.finetune` to
+    this module; calling it still runs `finetune(...)`, so `lmforge.finetune(...)` always works."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return finetune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -160,3 +162,15 @@ def _task_class(head: str):
 
 def _quiet(*args: Any, **kwargs: Any) -> None:
     pass
+
+
+class _CallableModule(types.ModuleType):
+    """Importing the submodule `lmforge.pretrain` rebinds the package attribute of that name
+    to this module; calling it still runs `pretrain(...)`, so `lmforge.pretrain(...)` always
+    works."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return pretrain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -101,7 +101,14 @@ def test_run_repr_and_the_public_names(tiny_run):
     assert repr(run).startswith(f"Run({str(tiny_run)!r}, arch=gpt, head=causal_lm, d_model=16, "
                                 "n_layers=1, params=0.")
     assert {"Run", "finetune", "pretrain", "load_run", "load_config", "generate"} <= set(dir(lmforge))
-    assert callable(lmforge.finetune) and lmforge.Run is type(run)
+    assert lmforge.Run is type(run)
+    import importlib
+
+    for name in ("finetune", "pretrain"):  # importing the submodule rebinds lmforge.<name>
+        importlib.import_module(f"lmforge.{name}")
+        assert callable(getattr(lmforge, name)), name
+    with pytest.raises(ConfigError, match="finetune kind 'nope' is unknown"):
+        lmforge.finetune("nope")
 
 
 class FakeTTY(io.StringIO):
