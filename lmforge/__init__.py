@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config, ModelConfig, load_config  # noqa: F401
     from .models.build import build_model  # noqa: F401
+    from .finetune import finetune  # noqa: F401
     from .pretrain import pretrain  # noqa: F401
     from .run import Run, load_run  # noqa: F401
 
@@ -26,6 +27,11 @@ _LAZY = {
     "build_model": "lmforge.models.build", "pretrain": "lmforge.pretrain",
     "load_run": "lmforge.run", "Run": "lmforge.run", "finetune": "lmforge.finetune",
 }
+
+
+def __dir__() -> list[str]:
+    # the lazy names too, so dir(lmforge) and tab completion show the whole public API
+    return sorted({*globals(), *_LAZY, "generate"})
 
 
 def __getattr__(name: str) -> Any:

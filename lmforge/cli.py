@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("lmforge.chat.cli:cli", "chat with a run in the terminal (multi-turn, streaming)"),
     "serve": ("lmforge.serve.cli:cli", "serve a run over HTTP: OpenAI API, batching, chat page"),
     "estimate-memory": ("lmforge.memory.cli:cli", "predict a training run's peak memory"),
+    "sweep": ("lmforge.sweep.cli:cli", "search hyperparameters with Optuna (docs/sweep.md)"),
+    "config": ("lmforge.config_cli:cli", "show a resolved config, list keys, diff two runs"),
 }
 
 
@@ -32,7 +34,8 @@ def pretrain_cli(argv: list[str]) -> int:
         prog="lmforge pretrain",
         description="Train a language model from scratch (default: a char-level GPT on the "
                     "bundled Tiny Shakespeare). Trailing key=value pairs override the config, "
-                    "e.g. model.n_layers=6 train.lr=3e-4.")
+                    "e.g. model.n_layers=6 train.lr=3e-4. Every key, its type, default and "
+                    "meaning: `lmforge config keys model|train|data|tokenizer` or docs/config.md.")
     parser.add_argument("--config", help="YAML recipe (see configs/)")
     parser.add_argument("--data", help="corpus: a text file, folder, glob or .jsonl (= data.path)")
     parser.add_argument("--out", help="run directory to create (= out)")
@@ -51,8 +54,15 @@ def pretrain_cli(argv: list[str]) -> int:
         if args.out:
             overrides.append(f"out={args.out}")
         cfg = load_config(args.config, overrides)
-    from .train import distributed
+    from pathlib import Path
 
+    from .config import ConfigError
+    from .train import distributed
+    from .train.checkpoint import TRAINER_STATE
+
+    if not args.resume and (Path(cfg.out) / TRAINER_STATE).exists():
+        raise ConfigError(f"{cfg.out} already holds a run; resume it with --resume {cfg.out} "
+                          "or choose another --out")
     try:
         pretrain(cfg, resume=bool(args.resume))
     finally:
@@ -62,7 +72,8 @@ def pretrain_cli(argv: list[str]) -> int:
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: lmforge COMMAND [options]   (lmforge COMMAND --help for details)", "",
+    lines = ["usage: lmforge COMMAND [options]   (lmforge COMMAND --help for details)",
+             "       lmforge --version", "",
              "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
@@ -74,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"lmforge {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"lmforge: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
@@ -93,3 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`lmforge generate ... | head`): stop quietly, as `cat` does;
+        # stdout is pointed at devnull so the interpreter's final flush cannot fail again
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

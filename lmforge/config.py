@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .models.registry import known as known_backbone
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu")  # gelu_tanh: GPT-2's gelu_new
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # train.log: see lmforge/train/loggers.py
 
 
 # model.rope_scaling: type -> the keys it needs (see lmforge.nn.positional.rope_inv_freq)
@@ -34,21 +35,21 @@ ROPE_SCALING_KEYS = {"linear": ("factor",),
 class ModelConfig:
     """Architecture. `arch` names a family of `lmforge.models.registry.BACKBONES`."""
 
-    arch: str = "gpt"
+    arch: str = "gpt"  # backbone: gpt | llama | bert | rnn | lstm | gru | cnn | rcnn | mlp | bigram (seq2seq: transformer | rnn | lstm | gru)
     head: str = "causal_lm"  # causal_lm | masked_lm | classifier | seq2seq
     vocab_size: int = 0  # 0 = taken from the tokenizer
     d_model: int = 128  # width; hidden size for recurrent nets
-    n_layers: int = 4
-    n_heads: int = 4
+    n_layers: int = 4  # blocks (Transformer) or stacked layers (recurrent / conv)
+    n_heads: int = 4  # attention heads (must divide d_model)
     d_ff: int = 0  # 0 = 4 * d_model
     max_len: int = 64  # context length (tokens)
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout probability in [0, 1)
     activation: str = ""  # "" = the family's default: tanh for rnn/rcnn/mlp, gelu otherwise
     norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2 1e-5, BERT 1e-12)
-    pad_id: int = 0
-    bias: bool = True
+    pad_id: int = 0  # padding token id (set from the tokenizer)
+    bias: bool = True  # biases in linear layers and norms
     positional: str = "learned"  # learned | rotary (transformers)
-    tie_embeddings: bool = True
+    tie_embeddings: bool = True  # output layer shares the token-embedding matrix
     bidirectional: bool = False  # recurrent encoders / classifiers only
     d_embed: int = 0  # 0 = d_model; token-embedding width for recurrent / conv nets
     kernel_size: int = 3  # cnn: filter width; rcnn unused
@@ -164,7 +165,7 @@ class TokenizerConfig:
     kind: str = "char"  # char | word | bpe | wordpiece | a path to tokenizer.json
     vocab_size: int = 4096  # bpe / wordpiece / word cap
     lowercase: bool = False  # word / wordpiece
-    min_frequency: int = 1
+    min_frequency: int = 1  # bpe / wordpiece / word: drop rarer tokens
     path: str = ""  # load this tokenizer.json instead of training
 
 
@@ -174,7 +175,7 @@ class DataConfig:
 
     path: str = ""  # file, folder, glob or .jsonl; "" = bundled Tiny Shakespeare
     text_field: str = "text"  # JSONL field
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # share of the corpus (its end) held out for validation
     errors: str = "strict"  # strict | replace: what to do with non-UTF-8 bytes
     cache_dir: str = ""  # "" = <run>/../.cache/lmforge or ~/.cache/lmforge
     format: str = ""  # chat files (SFT / DPO): messages | sharegpt | alpaca | prompt_completion; "" = detected
@@ -184,24 +185,25 @@ class DataConfig:
 class TrainConfig:
     """The training loop: optimizer, schedule, batches, evaluation, checkpoints."""
 
-    max_steps: int = 2000
-    batch_size: int = 12
-    grad_accum: int = 1
+    max_steps: int = 2000  # optimizer steps to train for
+    batch_size: int = 12  # sequences (or examples) per micro-batch, per process
+    grad_accum: int = 1  # micro-batches per optimizer step
     optimizer: str = "adamw"  # gd | sgd | rmsprop | adagrad | adam | adamw | lbfgs | newton | newton_cg
-    lr: float = 3e-3  # nanoGPT's CPU recipe uses 1e-3; 3e-3 reaches val 1.760 vs 1.893 at 2,000 steps
-    min_lr: float = 3e-4
-    warmup_steps: int = 100
+    lr: float = 3e-3  # peak learning rate (nanoGPT's CPU recipe: 1e-3; 3e-3 reaches val 1.760 vs 1.893 at 2,000 steps)
+    min_lr: float = 3e-4  # learning rate at the end of the decay
+    warmup_steps: int = 100  # linear warmup from 0 to lr
     decay_steps: int = 0  # step where the schedule reaches min_lr; 0 = max_steps
     schedule: str = "cosine"  # cosine | linear | constant
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    momentum: float = 0.0
-    nesterov: bool = False
+    weight_decay: float = 0.1  # decoupled (AdamW-style), on matrices only, never biases / norms
+    beta1: float = 0.9  # Adam family: first-moment decay
+    beta2: float = 0.99  # Adam family: second-moment decay
+    momentum: float = 0.0  # sgd / rmsprop momentum
+    nesterov: bool = False  # sgd: Nesterov momentum
     grad_clip: float = 1.0  # 0 = off
-    eval_every: int = 250
-    eval_batches: int = 20
-    log_every: int = 10
+    eval_every: int = 250  # steps between validation + checkpoint (+ samples); 0 = only at the end
+    eval_batches: int = 20  # validation batches per evaluation
+    log_every: int = 10  # steps between train rows in metrics.csv (and progress lines)
+    log: str = "csv"  # trackers, comma-separated: csv | tensorboard | mlflow | wandb (metrics.csv always)
     save_every: int = 0  # 0 = at each evaluation
     patience: int = 0  # early stopping: evaluations without improvement; 0 = off
     tbptt: bool = False  # recurrent LMs: carry state across consecutive windows
@@ -209,14 +211,14 @@ class TrainConfig:
     sample_tokens: int = 200  # generated at each evaluation into samples.txt (LM runs)
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where this device runs it fast)
-    compile: bool = False
+    compile: bool = False  # torch.compile the model
     threads: int = 0  # torch CPU threads; 0 = all cores
-    seed: int = 1337
-    progress: bool = True
+    seed: int = 1337  # initial weights, data order, dropout
+    progress: bool = True  # progress bar on a terminal, one line per log interval otherwise
     newton_cg: dict[str, Any] = field(default_factory=dict)  # options for optimizer=newton_cg
     newton: dict[str, Any] = field(default_factory=dict)  # options for optimizer=newton
     lbfgs: dict[str, Any] = field(default_factory=dict)  # options for optimizer=lbfgs
-    fsdp: bool = False
+    fsdp: bool = False  # under torchrun: shard the model with FSDP instead of DDP
     init_from: str = ""  # start from this run's weights (fine-tuning a language model)
     # memory (docs/memory.md): recompute each k-th block's activations in backward; compute a
     # causal LM's loss in row chunks without the (B, T, V) logits; hold a LoRA run's frozen
@@ -263,6 +265,9 @@ class Config:
             raise ConfigError(f"train.ce_chunk_size must be >= 0, got {t.ce_chunk_size}")
         if t.base_dtype not in ("", "int8"):
             raise ConfigError(f"train.base_dtype must be \"\" or int8, got {t.base_dtype!r}")
+        unknown = [n for n in t.log.replace(" ", "").split(",") if n and n not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"train.log: unknown logger {unknown[0]!r}; valid: {', '.join(LOGGERS)}")
         if self.data.errors not in ("strict", "replace"):
             raise ConfigError(f"data.errors must be strict or replace, got {self.data.errors!r}")
 

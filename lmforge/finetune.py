@@ -5,6 +5,8 @@ Python API: `lmforge.finetune(kind, **options)` calls the task's `finetune` func
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,20 @@ def finetune(kind: str, **options: Any) -> Path:
 
 def cli(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: lmforge finetune {{{','.join(finetune_tasks())}}} [options]  (add --help for each)")
+        print(f"usage: lmforge finetune {{{','.join(finetune_tasks())}}} [options]  (add --help for each)\n"
+              "config keys (key=value overrides): `lmforge config keys train|model|data`, "
+              "`lmforge config keys task.KIND`, or docs/config.md")
         return 0 if argv else 2
     kind, rest = argv[0], argv[1:]
     return int(resolve(finetune_spec(kind).finetune).finetune_cli(rest) or 0)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing the submodule `lmforge.finetune` rebinds the package attribute `lmforge.finetune` to
+    this module; calling it still runs `finetune(...)`, so `lmforge.finetune(...)` always works."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return finetune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

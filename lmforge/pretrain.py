@@ -10,32 +10,42 @@ The run-directory checks, lock, writes and clean-up are the shared scaffold's
 from __future__ import annotations
 
 import inspect
+import sys
+import types
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .config import Config
+from .config import Config, ConfigError
 from .memory.check import check_fits
 from .models.build import build_model, count_parameters
 from .nn.lora import has_lora, mark_only_lora_trainable
 from .recipes.scaffold import RunDir, prepare_tokenizer, resume_config, validate_config  # noqa: F401
 from .tasks.registry import pretrain_task
 from .train import distributed
-from .train.checkpoint import load_weights
+from .train.checkpoint import TRAINER_STATE, load_weights
 from .train.runtime import pick_device
 
 
-def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = print) -> Path:
-    """Train a language model as `config` says; returns the run directory."""
+def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = print, *,
+             out: str | Path | None = None) -> Path:
+    """Train a language model as `config` says (into `out`, default `config.out`); returns the
+    run directory. `resume=True` continues the run already in that directory."""
     from .data.corpus import resolve_corpus_files, tokenize_corpus
 
     cfg = config
+    if out is not None:
+        cfg.out = str(out)
     tcfg = cfg.train
     pretrain_task(cfg.model.head)  # a head that cannot be pretrained is refused up front
     validate_config(cfg)
     info = distributed.setup(tcfg.device)
     log = log if info.rank == 0 else _quiet  # one voice under torchrun
+    if not resume and (Path(cfg.out) / TRAINER_STATE).exists():  # the CLI checks first, in flags
+        raise ConfigError(f"{cfg.out} already holds a run; continue it with "
+                          f"lmforge.pretrain(cfg, resume=True) or train into a new folder with "
+                          f"lmforge.pretrain(cfg, out='runs/another')")
     files = resolve_corpus_files(cfg.data.path)
     with RunDir(cfg.out, resume=resume) as run:
         if tcfg.threads > 0:
@@ -110,3 +120,15 @@ def _shared_tokenizer(cfg: Config, files: list[Path], run_dir: Path, resume: boo
 
 def _quiet(*args: Any, **kwargs: Any) -> None:
     pass
+
+
+class _CallableModule(types.ModuleType):
+    """Importing the submodule `lmforge.pretrain` rebinds the package attribute of that name
+    to this module; calling it still runs `pretrain(...)`, so `lmforge.pretrain(...)` always
+    works."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return pretrain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

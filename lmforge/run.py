@@ -56,6 +56,13 @@ class Run:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def __repr__(self) -> str:
+        m = self.model_config
+        params = sum(p.numel() for p in self.model.parameters())
+        return (f"Run({str(self.path)!r}, arch={m.arch}, head={m.head}, d_model={m.d_model}, "
+                f"n_layers={m.n_layers}, params={params / 1e6:.2f}M, vocab={m.vocab_size}, "
+                f"device={self.device.type})")
+
     def generate(self, prompt: str | list[str], max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
                  stop: list[str] | None = None, *, return_scores: bool = False,

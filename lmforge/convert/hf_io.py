@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, ConfigError, ModelConfig, TokenizerConfig, save_config
+from ..files import as_umask_allows
 from ..models.build import build_model
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER
 from ..train.checkpoint import WEIGHTS, CheckpointError, atomic_write_text, save_weights
@@ -304,14 +305,37 @@ def tokenizer_config(tokenizer: Any, max_len: int) -> dict[str, Any]:
     return data
 
 
+def prompt_tokenizer_json(tokenizer: Any) -> dict[str, Any]:
+    """tokenizer.json for a causal LM export: encoding a prompt adds no <bos>/<eos>.
+
+    lmforge's tokenizers wrap text in <bos> ... <eos> only when asked (`add_special=True`),
+    but transformers always applies the post-processor; a prompt ending in <eos> would make
+    `generate` / `pipeline` start a new document instead of continuing it. GPT-2's own
+    tokenizer adds nothing either. Other post-processing (byte-level offsets) is kept.
+    """
+    data = tokenizer.to_json()
+    post = data.get("post_processor")
+    if post and post.get("type") == "TemplateProcessing":
+        data["post_processor"] = None
+    elif post and post.get("type") == "Sequence":
+        kept = [p for p in post["processors"] if p.get("type") != "TemplateProcessing"]
+        data["post_processor"] = {**post, "processors": kept} if kept else None
+    return data
+
+
 def write_hf_folder(out: Path, hf_config: dict[str, Any], state: dict[str, torch.Tensor],
                     tokenizer: Any, max_len: int, tok_config: dict[str, Any] | None = None) -> Path:
     """config.json, model.safetensors and tokenizer files, as `save_pretrained` lays them out."""
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     tmp = out / (SAFE_WEIGHTS + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})  # transformers checks "format"
+    as_umask_allows(tmp)  # safetensors creates 0600 files
     tmp.replace(out / SAFE_WEIGHTS)
-    tokenizer.save(out / "tokenizer.json")
+    if hf_config.get("model_type") == "gpt2":  # BERT keeps [CLS] ... [SEP], as BERT users expect
+        atomic_write_text(out / "tokenizer.json",
+                          json.dumps(prompt_tokenizer_json(tokenizer), ensure_ascii=False, indent=2))
+    else:
+        tokenizer.save(out / "tokenizer.json")
     atomic_write_text(out / "tokenizer_config.json",
                       json.dumps(tok_config or tokenizer_config(tokenizer, max_len), indent=2,
                                  ensure_ascii=False))

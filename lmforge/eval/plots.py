@@ -1,4 +1,4 @@
-"""Training curves from a run's metrics.csv: loss.png plus one PNG per validation metric.
+"""Training curves from a run's metrics.csv: loss.png, lr.png, and one PNG per validation metric.
 
 The trainer calls `plot_metrics_csv` at every evaluation, so it is built to be cheap (Agg canvas,
 no pyplot state, small figures, fast PNG compression; about 0.1 s for a handful of plots) and to
@@ -19,6 +19,8 @@ __all__ = ["plot_metrics_csv"]
 VAL_SPLITS = ("val", "valid", "validation", "dev")
 # columns never plotted as metrics: the axes, the loss (in loss.png) and bookkeeping
 _NOT_METRICS = {"step", "split", "loss", "elapsed_s", "elapsed", "epoch", "time"}
+# columns plotted from the training rows (the schedule), not from validation rows
+TRAIN_COLUMNS = {"lr"}
 
 
 def _read_rows(csv_path: Path) -> list[dict[str, str]]:
@@ -45,10 +47,18 @@ def _number(value: str | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _collect(rows: list[dict[str, str]]) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[tuple[float, float]]]]:
-    """(loss points per split, metric points for the val split) as {name: [(step, value)]}."""
-    loss: dict[str, list[tuple[float, float]]] = {}
-    metrics: dict[str, list[tuple[float, float]]] = {}
+Curves = dict[str, list[tuple[float, float]]]  # label -> [(step, value)]
+
+
+def _collect(rows: list[dict[str, str]]) -> tuple[Curves, dict[str, Curves]]:
+    """(loss points per split, {metric: curves}).
+
+    Metrics come from validation rows, except the learning rate, which the training rows
+    carry at every log step. Perplexity also gets a train curve, exp(train loss), so a short
+    run shows a line rather than the one or two points its evaluations made.
+    """
+    loss: Curves = {}
+    metrics: dict[str, Curves] = {}
     for row in rows:
         step = _number(row.get("step"))
         split = (row.get("split") or "").strip()
@@ -57,14 +67,23 @@ def _collect(rows: list[dict[str, str]]) -> tuple[dict[str, list[tuple[float, fl
         value = _number(row.get("loss"))
         if value is not None:
             loss.setdefault(split, []).append((step, value))
+        if split == "train":
+            for name in TRAIN_COLUMNS:
+                cell = _number(row.get(name))
+                if cell is not None:
+                    metrics.setdefault(name, {}).setdefault(name, []).append((step, cell))
+            if "ppl" in row and value is not None and value < 50:  # exp(50) overflows the axis
+                metrics.setdefault("ppl", {}).setdefault("train", []).append((step, math.exp(value)))
+            continue
         if split not in VAL_SPLITS:
             continue
         for name, cell in row.items():
-            if name is None or name in _NOT_METRICS:  # name None: extra cells of a ragged row
-                continue
+            if name is None or name in _NOT_METRICS or name in TRAIN_COLUMNS:
+                continue  # name None: extra cells of a ragged row
             value = _number(cell)
             if value is not None:
-                metrics.setdefault(name, []).append((step, value))
+                metrics.setdefault(name, {}).setdefault(split if name == "ppl" else name,
+                                                        []).append((step, value))
     return loss, metrics
 
 
@@ -73,15 +92,19 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "metric"
 
 
-def plot_metrics_csv(csv_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+def plot_metrics_csv(csv_path: str | os.PathLike, out_dir: str | os.PathLike,
+                     title: str | None = None) -> list[Path]:
     """Plot metrics.csv (columns step, split, loss, ...) into PNGs in `out_dir`; returns their paths.
 
-    Writes `out_dir/loss.png` (one loss curve per split: train, val, ...) and
-    `out_dir/<metric>.png` for every other numeric column that has values on validation rows
-    (split val/valid/validation/dev), e.g. accuracy, val_ppl, bleu. The trainer passes
-    `run_dir / "plots"` as `out_dir`. Files are replaced atomically.
+    Writes `out_dir/loss.png` (one loss curve per split: train, val, ...), `out_dir/lr.png`
+    (the schedule, from the training rows) and `out_dir/<metric>.png` for every other numeric
+    column that has values on validation rows (split val/valid/validation/dev), e.g. ppl.png
+    (with a train curve, exp(train loss)), accuracy.png, bleu.png. Each plot is titled with
+    `title` (default: the run folder's name). The trainer passes `run_dir / "plots"` as
+    `out_dir`. Files are replaced atomically.
     """
     csv_path, out_dir = Path(csv_path), Path(out_dir)
+    title = csv_path.resolve().parent.name if title is None else title
     if not csv_path.exists():
         raise ValueError(f"{csv_path}: metrics file not found")
     loss, metrics = _collect(_read_rows(csv_path))
@@ -109,6 +132,8 @@ def plot_metrics_csv(csv_path: str | os.PathLike, out_dir: str | os.PathLike) ->
             ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
         if len(curves) > 1 or name == "loss":
             ax.legend(loc="best")
@@ -119,7 +144,9 @@ def plot_metrics_csv(csv_path: str | os.PathLike, out_dir: str | os.PathLike) ->
         # train first, then val, then any other split, so colours stay stable across calls
         order = sorted(loss, key=lambda s: (s != "train", s not in VAL_SPLITS, s))
         draw({s: loss[s] for s in order}, "loss", "loss")
-    for metric, points in sorted(metrics.items()):
+    for metric, curves in sorted(metrics.items()):
         name = _safe_name(metric)
-        draw({metric: points}, metric, name, log_y=name in {"lr", "ppl", "val_ppl", "perplexity"})
+        order = sorted(curves, key=lambda s: (s != "train", s))  # train first, as in loss.png
+        draw({c: curves[c] for c in order}, metric, name,
+             log_y=name in {"lr", "ppl", "val_ppl", "perplexity"})
     return written

@@ -109,9 +109,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config(config: str | Path | Config | dict | None, task_options: dict[str, Any],
-                   out: str | Path | None, overrides: list[str]) -> tuple[Config, dict[str, Any]]:
+                   out: str | Path | None, overrides: list[str]) -> tuple[Config, dict[str, Any], bool]:
     """DEFAULTS <- recipe <- task options / out <- dotted overrides; returns (config, raw user
-    model section). With a base run the model section is the base's (see base_model_config)."""
+    model section, whether the user set train.max_steps). With a base run the model section is
+    the base's (see base_model_config)."""
     if isinstance(config, Config):
         user = config.to_dict()
     elif isinstance(config, dict):
@@ -128,7 +129,8 @@ def resolve_config(config: str | Path | Config | dict | None, task_options: dict
     if base:  # the base run decides the architecture and tokenizer: no from-scratch defaults
         data["model"] = {}
         data.pop("tokenizer", None)
-    return config_from_dict(data, source=source), dict(user.get("model", {}))
+    steps_given = "max_steps" in (user.get("train") or {})
+    return config_from_dict(data, source=source), dict(user.get("model", {})), steps_given
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -184,9 +186,11 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
         if not (resume / CONFIG).is_file():  # every rank reads config.yaml (as pretraining)
             missing = TRAINER_STATE if not (resume / TRAINER_STATE).is_file() else CONFIG
             raise ConfigError(f"--resume {resume}: no {missing} there to resume from")
-        cfg, user_model = resolve_config(resume / CONFIG, task_options, resume, overrides)
+        cfg, user_model, _ = resolve_config(resume / CONFIG, task_options, resume, overrides)
+        # config.yaml holds the max_steps its epochs came to: only an override limits further
+        steps_given = any(o.strip().startswith("train.max_steps=") for o in overrides)
     else:
-        cfg, user_model = resolve_config(config, task_options, out, overrides)
+        cfg, user_model, steps_given = resolve_config(config, task_options, out, overrides)
     opts = parse_options(cfg.task)
     validate_config(cfg)  # the whole config, before anything is created
     run_dir = Path(cfg.out)
@@ -323,7 +327,11 @@ def _finetune_in(run: RunDir, cfg: Config, opts: ClassifyOptions, user_model: di
                             padding=opts.padding, device=device)
     steps_per_epoch = len(train_b)  # global batches per epoch: the same on every rank
     if opts.epochs:
-        tcfg.max_steps = opts.epochs * steps_per_epoch // tcfg.grad_accum
+        epoch_steps = opts.epochs * steps_per_epoch // tcfg.grad_accum
+        if steps_given and tcfg.max_steps < epoch_steps:  # whichever limit comes first stops
+            log(f"train.max_steps={tcfg.max_steps} stops training before task.epochs="
+                f"{opts.epochs} ({epoch_steps} steps)")
+        tcfg.max_steps = min(tcfg.max_steps, epoch_steps) if steps_given else epoch_steps
         tcfg.eval_every = max(1, steps_per_epoch // tcfg.grad_accum)
     n_train = count_parameters(model, trainable_only=True)
     per_step = tcfg.batch_size * tcfg.grad_accum * info.world_size

@@ -37,6 +37,7 @@ class TaskSpec:
     load: str | None = None  # "module:function" loader(path, device=...) for inference
     decode: str | None = None  # how `lmforge generate` decodes: "causal", "seq2seq" or None
     serve: str | None = None  # what `lmforge serve` offers: "completions", "classify" or None
+    options: str | None = None  # "module:Class": the dataclass of its config.yaml `task:` section
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -67,6 +68,21 @@ def finetune_spec(name: str) -> TaskSpec:
     if spec is None or not spec.finetune:
         raise ConfigError(f"finetune kind {name!r} is unknown; valid: {', '.join(finetune_tasks())}")
     return spec
+
+
+def task_options() -> dict[str, str]:
+    """task name -> "module:Class" of its documented `task:` section."""
+    return {name: spec.options for name, spec in TASKS.items() if spec.options}
+
+
+def task_name_of(config: Any) -> str:
+    """The task of a loaded Config: `task.name` when given, else the owner of its head."""
+    task = config.task if isinstance(config.task, dict) else {}
+    named = task.get("name")
+    if named:
+        return str(named)
+    spec = task_for_head(config.model.head)
+    return spec.name if spec else ""
 
 
 def task_for_head(head: str) -> TaskSpec | None:
@@ -124,13 +140,25 @@ register(TaskSpec(
 register(TaskSpec(
     "classify", "text classification (sentiment, topics, ...)", heads=("classifier",),
     finetune="lmforge.tasks.classify", evaluate="lmforge.tasks.classify_infer:evaluate_cli",
-    load="lmforge.tasks.classify_infer:TextClassifier.load", serve="classify"))
+    load="lmforge.tasks.classify_infer:TextClassifier.load", serve="classify",
+    options="lmforge.tasks.classify_task:ClassifyOptions"))
 register(TaskSpec(
     "seq2seq", "translation and abstractive summarization (encoder-decoder)", heads=("seq2seq",),
     finetune="lmforge.tasks.seq2seq", evaluate="lmforge.tasks.seq2seq_infer:evaluate_cli",
-    load="lmforge.tasks.seq2seq_infer:load_seq2seq", decode="seq2seq"))
+    load="lmforge.tasks.seq2seq_infer:load_seq2seq", decode="seq2seq",
+    options="lmforge.tasks.seq2seq_task:TaskOptions"))
 # trained by `lmforge finetune seq2seq --task summarize` with model.head=extractive
 register(TaskSpec(
     "extractive", "extractive summarization (select sentences)", heads=("extractive",),
     evaluate="lmforge.tasks.extractive_infer:evaluate_cli",
     load="lmforge.tasks.extractive_infer:load_extractive"))
+register(TaskSpec(
+    "sft", "instruction tuning of a causal LM on chat data (LoRA or full)",
+    finetune="lmforge.tasks.sft", evaluate="lmforge.tasks.sft:evaluate_cli",
+    load="lmforge.run:load_run", decode="causal", serve="completions",
+    options="lmforge.tasks.sft:SFTOptions"))
+register(TaskSpec(
+    "dpo", "preference tuning (DPO) of a causal LM on chosen/rejected pairs",
+    finetune="lmforge.tasks.dpo", evaluate="lmforge.tasks.dpo:evaluate_cli",
+    load="lmforge.run:load_run", decode="causal", serve="completions",
+    options="lmforge.tasks.dpo:DPOOptions"))

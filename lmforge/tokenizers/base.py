@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import tokenizers
 
 from ..config import ConfigError
+from ..files import as_umask_allows
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]  # ids 0, 1, 2, 3 in every lmforge-trained tokenizer
 ENCODER_SPECIAL_TOKENS = ["[CLS]", "[SEP]", "[MASK]"]  # ids 4, 5, 6 for wordpiece (and when asked)
@@ -64,6 +65,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        as_umask_allows(tmp)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

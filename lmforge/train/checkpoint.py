@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..io import atomic_write_text  # noqa: F401  (re-exported: writers of run files import it here)
+from ..files import as_umask_allows
 
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
@@ -41,6 +42,7 @@ def _sha256(path: Path) -> str:
 def _fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
+    as_umask_allows(tmp)  # safetensors creates 0600 files
     os.replace(tmp, final)
 
 

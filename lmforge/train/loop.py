@@ -37,7 +37,7 @@ import torch
 
 from ..config import TrainConfig
 from ..config import ConfigError
-from . import distributed
+from . import distributed, loggers
 from . import mfu as mfu_lib
 from .activation_checkpointing import apply_memory_options
 from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
@@ -47,6 +47,7 @@ from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
 # without the loop); imported here under their old names
 from .runtime import (MetricsLog, _device_peak, autocast_context, pick_device,  # noqa: F401
                       resolve_precision, rng_state, set_rng_state)
+from .progress import progress_bar
 from .schedule import lr_at
 
 
@@ -105,6 +106,12 @@ class Trainer:
         self._fsdp_hook_noted = False
         self.metrics = MetricsLog(self.run_dir / "metrics.csv", task.metric_names, resume_step) \
             if self.is_main else None
+        # metrics.csv + the trackers of train.log + attached callbacks (train/loggers.py)
+        self.callbacks = loggers.build_callbacks(cfg.log, self.run_dir, self.metrics) \
+            if self.is_main else loggers.CallbackList([])
+        self._resume_step = resume_step
+        self.tokens_seen = 0  # this process's training tokens (or examples), for budgets
+        self._callback_stop = False
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -162,6 +169,7 @@ class Trainer:
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         save_checkpoint(self.run_dir, weights, state)
+        self.callbacks.on_checkpoint(self.step, self.run_dir)
 
     # ------------------------------------------------------------------ one step
 
@@ -242,7 +250,11 @@ class Trainer:
         cfg = self.cfg
         last_step = min(cfg.max_steps, until_step) if until_step else cfg.max_steps
         self.model.train()
-        progress = _progress(self.is_main and cfg.progress, self.step, last_step)
+        progress = progress_bar(self.is_main and cfg.progress, self.step, last_step)
+        outer_log, self.log = self.log, progress.wrap(self.log)  # lines above the bar, not in it
+        self.callbacks.on_start(loggers.RunInfo(self.run_dir, self.task.monitor,
+                                                loggers.flat_hparams(self.run_dir),
+                                                self._resume_step))
         pending: list[torch.Tensor] = []  # per-step losses since the last log (on device)
         tokens_since, t_log = 0, time.perf_counter()
         last_metrics: dict[str, float] = {}
@@ -256,11 +268,13 @@ class Trainer:
                 self.step += 1
                 pending.append(loss)
                 tokens_since += tokens * self.dist.world_size
+                self.tokens_seen += tokens * self.dist.world_size
                 self.elapsed += time.perf_counter() - t0
                 at_log = self.step % cfg.log_every == 0 or self.step == last_step
                 at_eval = cfg.eval_every > 0 and (self.step % cfg.eval_every == 0
                                                   or self.step == last_step)
-                over_budget = cfg.time_budget_s > 0 and self.elapsed >= cfg.time_budget_s
+                over_budget = (cfg.time_budget_s > 0 and self.elapsed >= cfg.time_budget_s) \
+                    or self._callback_stop
                 stop = self._stop_requested
                 if self.dist.enabled:
                     # ranks agree on stopping at log points only: a collective every step
@@ -275,12 +289,15 @@ class Trainer:
                     now = time.perf_counter()
                     rate = tokens_since / max(now - t_log, 1e-9)
                     pending, tokens_since, t_log = [], 0, now
-                    if self.metrics is not None:
+                    if self.is_main:
                         util = mfu_lib.mfu(rate, self.flops_per_unit, self.peak * self.dist.world_size) \
                             if self.peak > 0 else ""
-                        self.metrics.append({"step": self.step, "split": "train", "loss": mean_loss,
-                                             "lr": lr, "tokens_per_s": rate, "mfu": util,
-                                             "elapsed_s": self.elapsed})
+                        # a callback may ask to stop (token budget): at once in one process,
+                        # at the next sync point under torchrun (where the ranks agree)
+                        self._callback_stop |= self.callbacks.on_log(self.step, {
+                            "loss": mean_loss, "lr": lr, "tokens_per_s": rate, "mfu": util,
+                            "elapsed_s": self.elapsed, "tokens": self.tokens_seen})
+                        over_budget |= self._callback_stop and not self.dist.enabled
                     progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
                 progress.update(1)
                 if stop:
@@ -297,15 +314,26 @@ class Trainer:
                 elif cfg.save_every and self.step % cfg.save_every == 0:
                     self.save()
                 if over_budget:
-                    self.log(f"time budget of {cfg.time_budget_s:g}s reached at step {self.step}")
+                    self.log(f"stopped at step {self.step} as a callback asked" if self._callback_stop
+                             else f"time budget of {cfg.time_budget_s:g}s reached at step {self.step}")
                     break
+        except BaseException as err:
+            self.callbacks.on_end(self.step, {}, "interrupted" if isinstance(err, KeyboardInterrupt)
+                                  else "failed")
+            raise
         finally:
             progress.close()
+            self.log = outer_log
             _restore_signal_handlers(previous)
         if not cfg.eval_every or self.step % cfg.eval_every:
             self.save()  # no evaluation at the last step: still leave a checkpoint
         if self.is_main:
             _plot(self.run_dir)
+        final = {k: v for k, v in last_metrics.items() if k != "stop"}
+        if self.best is not None:
+            final[f"best_{self.task.monitor[0]}"] = self.best
+        self.callbacks.on_end(self.step, {**final, "steps": self.step, "train_seconds": self.elapsed},
+                              "finished")
         return last_metrics
 
     def _install_signal_handlers(self) -> dict:
@@ -348,9 +376,9 @@ class Trainer:
         self.bad_evals = 0 if improved else self.bad_evals + 1
         keep = improved and getattr(self.task, "keep_best", False)
         best = distributed.full_weights(self.model) if keep else None  # a collective under FSDP
+        wants_stop = False
         if self.is_main:
-            self.metrics.append({"step": self.step, "split": "val", **metrics, "lr": lr,
-                                 "elapsed_s": self.elapsed})
+            wants_stop = self.callbacks.on_evaluate(self.step, metrics, lr, self.elapsed)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             self.log(f"step {self.step}: val {shown}")
             if best is not None:
@@ -372,21 +400,12 @@ class Trainer:
             self.log(f"early stopping at step {self.step}: no improvement in "
                      f"{self.cfg.patience} evaluations (best {self.task.monitor[0]} {self.best:.4f})")
             return {**metrics, "stop": True}
+        if distributed.broadcast_object(wants_stop):  # e.g. a sweep pruned this trial
+            self.log(f"stopped at step {self.step} after evaluation, as a callback asked")
+            return {**metrics, "stop": True}
         return metrics
 
 
-def _progress(enabled: bool, start: int, total: int):
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, dynamic_ncols=True, desc="train", unit="step")
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
 
 
 def _restore_signal_handlers(previous: dict) -> None:
