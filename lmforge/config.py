@@ -97,14 +97,14 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         spec = known_backbone(self.arch)
-        if spec is not None and spec.needs_heads and self.n_heads <= 0:
+        if self.arch == "llama":  # heads may have their own width (model.head_dim)
+            self._validate_llama()
+        elif spec is not None and spec.needs_heads and self.n_heads <= 0:
             raise ConfigError(f"model.n_heads must be positive, got {self.n_heads}")
-        if spec is not None and spec.needs_heads and self.d_model % self.n_heads:
+        elif spec is not None and spec.needs_heads and self.d_model % self.n_heads:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}"
             )
-        if self.arch == "llama":
-            self._validate_llama()
         if self.norm_eps <= 0:
             raise ConfigError(f"model.norm_eps must be positive, got {self.norm_eps}")
         if not 0.0 <= self.dropout < 1.0:
@@ -223,9 +223,9 @@ class TrainConfig:
     # memory (docs/memory.md): recompute each k-th block's activations in backward; compute a
     # causal LM's loss in row chunks without the (B, T, V) logits; hold a LoRA run's frozen
     # base weights in int8 ("" = as loaded)
-    activation_checkpointing: bool = False
-    checkpoint_every: int = 1
-    chunked_ce: bool = False
+    activation_checkpointing: bool = False  # recompute block activations in backward (less memory)
+    checkpoint_every: int = 1  # with activation_checkpointing: every k-th block
+    chunked_ce: bool = False  # causal-LM loss in chunks, never the full (B, T, V) logits
     ce_chunk_size: int = 0  # rows per chunk; 0 = auto (lmforge.nn.chunked_ce.auto_chunk_size)
     base_dtype: str = ""  # "" | int8
     check_memory: bool = True  # refuse at start-up a run predicted not to fit (lmforge.memory)

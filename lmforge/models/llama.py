@@ -29,6 +29,7 @@ from ..nn.attention import GroupedQueryAttention, KVCache
 from ..nn.mlp import SwiGLU
 from ..nn.norm import RMSNorm
 from ..nn.positional import Rotary
+from .backbone import Backbone
 
 
 def llama_ff_width(d_model: int, multiple_of: int = 8) -> int:
@@ -68,7 +69,7 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-class Llama(nn.Module):
+class Llama(Backbone):
     """Decoder-only Transformer backbone: ids (B, T) -> hidden (B, T, D).
 
     `state` is a list of per-layer `KVCache`s from `init_state`, each holding only the
@@ -76,7 +77,7 @@ class Llama(nn.Module):
     left-padded row (masked) computes what it would alone without explicit positions.
     """
 
-    causal = True
+    kv_cache = True  # init_state pre-allocates KV caches of the key-value heads
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -92,9 +93,9 @@ class Llama(nn.Module):
             for i in range(c.n_layers)
         )
         self.norm = RMSNorm(c.d_model, c.norm_eps)
-        self.apply(self._init_weights)
+        self.apply(self.init_weights)
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def init_weights(self, module: nn.Module) -> None:
         # as the GPT: N(0, 0.02), residual output projections (o, down) scaled by
         # 1/sqrt(2 * n_layers) so the residual stream's variance does not grow with depth
         if isinstance(module, nn.Linear):

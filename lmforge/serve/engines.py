@@ -194,4 +194,4 @@ class SoloRows:
 
 def make_engine(model: nn.Module) -> KVBatch | SoloRows:
     """Continuous batching where the model has a KV cache; one state per row otherwise."""
-    return KVBatch(model) if hasattr(model.backbone, "init_state") else SoloRows(model)
+    return KVBatch(model) if model.backbone.kv_cache else SoloRows(model)

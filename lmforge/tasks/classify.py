@@ -199,12 +199,13 @@ def finetune(data: str | Path | None = None, *, config: str | Path | Config | di
     with RunDir(run_dir, resume=bool(resume)) as run:
         if resume:  # the run directory may be rank 0's alone
             cfg.model = distributed.from_rank0(lambda: read_model_config(run_dir))
-        return _finetune_in(run, cfg, opts, user_model, info, log)
+        return _finetune_in(run, cfg, opts, user_model, info, log, steps_given)
 
 
 def _finetune_in(run: RunDir, cfg: Config, opts: ClassifyOptions, user_model: dict[str, Any],
-                 info: distributed.DistInfo, log: Callable[[str], Any]) -> Path:
-    """The classification recipe proper, inside the run directory's scaffold."""
+                 info: distributed.DistInfo, log: Callable[[str], Any], steps_given: bool) -> Path:
+    """The classification recipe proper, inside the run directory's scaffold;
+    `steps_given`: the user set train.max_steps (it stops training if before task.epochs)."""
     from ..tokenizers import Tokenizer, load_tokenizer
 
     tcfg, run_dir, resume, main = cfg.train, run.path, run.resume, info.rank == 0
