@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "glove": ("lmforge.convert.glove:cli", "train GloVe vectors, nearest words, analogies"),
     "convert": ("lmforge.convert.cli:cli", "Hugging Face checkpoints in and out"),
     "serve": ("lmforge.serve.app:cli", "serve a run over HTTP with a web playground"),
+    "data": ("lmforge.audit.cli:data_cli", "audit and clean a corpus (PII, duplicates, languages)"),
+    "audit": ("lmforge.audit.cli:audit_cli", "canaries, memorization, bias and counterfactual probes"),
 }
 
 
