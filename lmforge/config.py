@@ -124,6 +124,30 @@ class DataConfig:
 
 
 @dataclass
+class DPConfig:
+    """Differentially private training (DP-SGD through Opacus; see lmforge/train/privacy.py)."""
+
+    epsilon: float | None = None  # privacy budget over the whole run; unset = no DP
+    delta: float = 1e-5  # should be well below 1 / training examples
+    max_grad_norm: float = 1.0  # per-example gradient clip
+
+    def validate(self) -> None:
+        if self.epsilon is None:
+            return
+        try:
+            self.epsilon = float(self.epsilon)
+        except (TypeError, ValueError):
+            raise ConfigError(f"train.dp.epsilon must be a number, got {self.epsilon!r}") from None
+        if not self.epsilon > 0:
+            raise ConfigError(f"train.dp.epsilon must be > 0, got {self.epsilon:g} (leave it "
+                              "unset to train without differential privacy)")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"train.dp.delta must be in (0, 1), got {self.delta:g}")
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"train.dp.max_grad_norm must be > 0, got {self.max_grad_norm:g}")
+
+
+@dataclass
 class TrainConfig:
     """The training loop: optimizer, schedule, batches, evaluation, checkpoints."""
 
@@ -161,6 +185,7 @@ class TrainConfig:
     lbfgs: dict[str, Any] = field(default_factory=dict)  # options for optimizer=lbfgs
     fsdp: bool = False
     init_from: str = ""  # start from this run's weights (fine-tuning a language model)
+    dp: DPConfig = field(default_factory=DPConfig)  # differential privacy; off unless dp.epsilon is set
 
 
 @dataclass
@@ -191,6 +216,7 @@ class Config:
             raise ConfigError(f"train.schedule must be cosine, linear or constant, got {t.schedule!r}")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
+        t.dp.validate()
         if self.data.errors not in ("strict", "replace"):
             raise ConfigError(f"data.errors must be strict or replace, got {self.data.errors!r}")
 
