@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..data.labelled import label_string
+from . import need
 from .records import DelimitedSource, JsonlSource, discover
 
 POSITIVE_NAMES = ("1", "pos", "positive", "true", "yes")
@@ -67,6 +68,7 @@ def positive_label(names: list[str], chosen: str | None) -> str:
 def group_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: list[str], positive: int,
                   min_count: int = 30) -> dict[str, Any]:
     """Per-group metrics, overall values, and the gaps between groups (fairlearn)."""
+    need("fairlearn", "fairlearn")
     from fairlearn.metrics import (MetricFrame, count, false_negative_rate, false_positive_rate,
                                    selection_rate)
     from sklearn.metrics import accuracy_score, f1_score

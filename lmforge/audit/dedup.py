@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from ..config import ConfigError
+from . import need
 
 MODES = ("exact", "near", "none")
 _SPACE = re.compile(r"\s+")
@@ -72,8 +73,8 @@ class DuplicateIndex:
         self.exact: OrderedDict[bytes, int] = OrderedDict()
         self.count = 0
         if mode == "near":
-            from datasketch import MinHash, MinHashLSH
-
+            datasketch = need("datasketch", "datasketch")
+            MinHash, MinHashLSH = datasketch.MinHash, datasketch.MinHashLSH
             self._minhash = MinHash
             self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
             self.signatures: dict[int, np.ndarray] = {}

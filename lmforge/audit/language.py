@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..config import ConfigError
+from . import need
 
 UNKNOWN = "unknown"
 MAX_CHARS = 1000  # the head of a document is enough to tell its language
@@ -18,11 +19,9 @@ class LanguageDetector:
     """ISO 639-1 code of a text's language, among `languages` (default: all of lingua's)."""
 
     def __init__(self, languages: Iterable[str] | None = None) -> None:
-        try:
-            from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
-        except ImportError:
-            raise ConfigError("language detection needs lingua: "
-                              "pip install lingua-language-detector") from None
+        lingua = need("lingua", "lingua-language-detector")
+        IsoCode639_1, Language = lingua.IsoCode639_1, lingua.Language
+        LanguageDetectorBuilder = lingua.LanguageDetectorBuilder
         if languages:
             chosen = []
             for code in languages:

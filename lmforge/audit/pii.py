@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..config import ConfigError
+from . import need
 
 # order = priority when spans overlap
 TYPES = ("secret", "url_credentials", "email", "iban", "card", "ipv6", "ipv4", "phone", "term")
@@ -222,8 +223,7 @@ class PIIFinder:
                 yield m.start(), m.end()
 
     def _phones(self, text: str) -> Iterator[tuple[int, int]]:
-        import phonenumbers
-
+        phonenumbers = need("phonenumbers", "phonenumbers")
         for m in PHONE_CANDIDATE.finditer(text):
             candidate = m.group()
             if sum(ch.isdigit() for ch in candidate) < 7:
