@@ -124,14 +124,16 @@ def ip_ok(text: str, version: int) -> bool:
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+"
                    r"[A-Za-z]{2,24}(?![\w-])")
 # 12-19 digits, optionally in groups split by single spaces or dashes
-CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d])")
+CARD = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){11,18}(?![\d])")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
                   r"(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
 URL_CREDENTIALS = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s/:@]+:[^\s/@]+@[^\s/?#]+")
 # candidate phone numbers: digits with the usual separators, validated by phonenumbers
-PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d ().\-/]{5,20}\d(?![\w])")
+PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d ().\-/]{5,}\d(?![\w])")
+IBAN_HEAD = re.compile(r"\b[A-Z]{2}\d{2} $")
+DOTTED_QUAD = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 # common secret shapes, after gitleaks / detect-secrets rules
 SECRET_PATTERNS = [
     r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key id
@@ -226,7 +228,12 @@ class PIIFinder:
         phonenumbers = need("phonenumbers", "phonenumbers")
         for m in PHONE_CANDIDATE.finditer(text):
             candidate = m.group()
-            if sum(ch.isdigit() for ch in candidate) < 7:
+            digits = sum(ch.isdigit() for ch in candidate)
+            # E.164 numbers have at most 15 digits: a longer run is a card, an IBAN, an id
+            longest = 17 if candidate.startswith("00") else 15  # 00 + country code + number
+            if not 7 <= digits <= longest or DOTTED_QUAD.match(candidate):  # nor is 424.116.15.69
+                continue
+            if IBAN_HEAD.search(text, max(0, m.start() - 5), m.start()):  # the rest of an IBAN
                 continue
             # "+44 ..." parses in any region; "0044 ..." needs one whose exit code is 00
             for region in (["ZZ"] if candidate.startswith("+") else self.regions):
@@ -239,7 +246,8 @@ class PIIFinder:
                     continue
                 found = next(iter(phonenumbers.PhoneNumberMatcher(
                     candidate, region, leniency=phonenumbers.Leniency.VALID)), None)
-                if found is not None:
+                # the whole candidate, not a piece of a longer number (a card, an ISBN)
+                if found is not None and sum(ch.isdigit() for ch in found.raw_string) == digits:
                     yield m.start() + found.start, m.start() + found.end
                     break
 
