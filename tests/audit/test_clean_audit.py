@@ -133,3 +133,10 @@ def test_audit_counts_tokens(tmp_path, tiny_corpus):
                      unit="line", languages=False, plots=False, log=lambda *a: None)
     assert r["documents"] == 600 and r["duplicates"]["exact"] == 594
     assert r["tokens"] == sum(len(line) for line in tiny_corpus.read_text().splitlines())
+
+
+def test_command_groups(capsys):
+    assert main(["data", "--help"]) == 0 and "clean" in capsys.readouterr().out
+    assert main(["audit", "--help"]) == 0 and "memorization" in capsys.readouterr().out
+    assert main(["audit", "memorise"]) == 1
+    assert "unknown `lmforge audit` command 'memorise'" in capsys.readouterr().err

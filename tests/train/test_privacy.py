@@ -125,3 +125,18 @@ def test_dp_state_is_in_the_checkpoint(tiny_corpus, tmp_path):
     state = load_trainer_state(tmp_path / "run")["privacy"]  # weights_only load
     assert len(state["history"]) == 1 and state["history"][0][2] == 4
     json.dumps(state)  # plain values only
+
+
+def test_classifier_finetune_under_dp_spends_its_budget(tmp_path, no_plots):
+    from lmforge.tasks.classify import finetune
+    from tests.tasks.test_classify import TINY, toy_rows, write_split
+
+    data = tmp_path / "toy"
+    data.mkdir()
+    write_split(data / "train.tsv", toy_rows(64, 0))
+    write_split(data / "dev.tsv", toy_rows(8, 1))
+    run = finetune(data, config=TINY, out=tmp_path / "run", epochs=1, log=lambda *a, **k: None,
+                   overrides=["train.dp.epsilon=3", "train.dp.max_grad_norm=0.5"])
+    with open(run / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "val"]
+    assert float(rows[-1]["epsilon"]) == pytest.approx(3.0, rel=0.02)
