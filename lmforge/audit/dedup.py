@@ -30,6 +30,7 @@ from . import need
 
 MODES = ("exact", "near", "none")
 _SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
 
 
 def normalize(text: str) -> str:
@@ -47,12 +48,13 @@ def digest(text: str, normalized: bool = False) -> bytes:
 
 
 def shingles(text: str, size: int = 3, normalized: bool = False) -> list[bytes]:
-    """Distinct word `size`-grams of the normalised text (the whole text if it is shorter).
+    """Distinct word `size`-grams of the normalised text, punctuation dropped (the whole
+    text if it is shorter).
 
-    >>> shingles("a b c d", 3)
+    >>> shingles('a "b" c, d', 3)
     [b'a b c', b'b c d']
     """
-    words = (text if normalized else normalize(text)).split(" ")
+    words = _WORD.findall(text if normalized else normalize(text)) or [""]
     if len(words) <= size:
         return [" ".join(words).encode("utf-8")]
     grams = dict.fromkeys(map(" ".join, zip(*(words[i:] for i in range(size)))))

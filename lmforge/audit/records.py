@@ -243,25 +243,31 @@ class DelimitedSource(Source):
     @contextlib.contextmanager
     def writer(self, out_dir: Path) -> Iterator[Callable[[Record], None]]:
         with self._open_out(out_dir, self.rel[0]) as fh:
-            delimiter = "\t" if self.fmt == "tsv" else ","
-            quoting = csv.QUOTE_NONE if self.fmt == "tsv" else csv.QUOTE_MINIMAL
-            out = csv.writer(fh, delimiter=delimiter, quoting=quoting, escapechar=None,
-                             lineterminator="\n")
+            tsv = self.fmt == "tsv"
+            # TSV as GLUE writes it: tabs between cells, no quoting at all (csv's QUOTE_NONE
+            # would refuse a quote character); CSV with RFC 4180 quotes where needed
+            out = None if tsv else csv.writer(fh, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
             header_written = False
+
+            def put(cells: list[str]) -> None:
+                if tsv:
+                    fh.write("\t".join(cells) + "\n")
+                else:
+                    out.writerow(cells)
 
             def write(rec: Record) -> None:
                 nonlocal header_written
                 if not header_written:
-                    out.writerow(self.header)
+                    put(self.header)
                     header_written = True
                 row = list(rec.raw)
                 for name, value in rec.fields.items():
-                    row[self.header.index(name)] = value.replace("\t", " ") if delimiter == "\t" else value
-                out.writerow(row)
+                    row[self.header.index(name)] = " ".join(value.split("\t")) if tsv else value
+                put(row)
 
             yield write
             if not header_written and hasattr(self, "header"):
-                out.writerow(self.header)  # every row dropped: the header still says the format
+                put(self.header)  # every row dropped: the header still says the format
 
 
 class ParallelSource(Source):

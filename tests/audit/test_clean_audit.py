@@ -24,7 +24,7 @@ def corpus(tmp_path):
         "First note, nothing private here at all.\n", encoding="utf-8")
     (root / "reviews.tsv").write_text(
         "sentence\tlabel\n"
-        "a warm and funny film about two old friends on a road trip\t1\n"
+        "a warm and \"funny\" film about two old friends on a road trip\t1\n"
         f"call me at +44 20 7946 0958 about this dull film\t0\n"
         "a warm and funny film about two old friends on a long road trip\t1\n", encoding="utf-8")
     (root / "chat.jsonl").write_text(
@@ -56,7 +56,7 @@ def test_redact_and_deduplicate(corpus, tmp_path):
     assert notes.count("First note") == 1
     rows = (out / "reviews.tsv").read_text().splitlines()
     assert rows == ["sentence\tlabel",
-                    "a warm and funny film about two old friends on a road trip\t1",
+                    "a warm and \"funny\" film about two old friends on a road trip\t1",
                     "call me at [PHONE] about this dull film\t0"]  # the near copy is gone
     lines = [json.loads(x) for x in (out / "chat.jsonl").read_text().splitlines()]
     assert lines[0] == {"id": 7, "text": "my mail is [EMAIL]", "label": "x"}
