@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 
@@ -135,7 +136,9 @@ def test_classifier_finetune_under_dp_spends_its_budget(tmp_path, no_plots):
     data.mkdir()
     write_split(data / "train.tsv", toy_rows(64, 0))
     write_split(data / "dev.tsv", toy_rows(8, 1))
-    run = finetune(data, config=TINY, out=tmp_path / "run", epochs=1, log=lambda *a, **k: None,
+    # a deep copy: finetune's overrides write into the nested dicts of the config it is given
+    run = finetune(data, config=copy.deepcopy(TINY), out=tmp_path / "run", epochs=1,
+                   log=lambda *a, **k: None,
                    overrides=["train.dp.epsilon=3", "train.dp.max_grad_norm=0.5"])
     with open(run / "metrics.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "val"]
