@@ -196,6 +196,9 @@ def audit_memorization(run_dir: str | Path, canaries: str | Path | None, data: s
         raise ConfigError(f"{run_dir}: memorization is measured on language-model runs "
                           f"(head causal_lm), this run's head is {run.model_config.head}")
     report: dict[str, Any] = {"run": str(run_dir)}
+    if canaries is None and run.config is not None and run.config.data.path:
+        planted = Path(run.config.data.path) / CANARIES  # trained on a planted copy: found there
+        canaries = planted if planted.is_file() else None
     if canaries:
         path = Path(canaries)
         if not path.is_file():
@@ -242,7 +245,8 @@ def memorization_cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="lmforge audit memorization",
                                 description="Canary exposure and training-text extraction.")
     p.add_argument("run")
-    p.add_argument("--canaries", help="canaries.json from `lmforge audit canaries`")
+    p.add_argument("--canaries", help="canaries.json from `lmforge audit canaries` (default: the "
+                   "one in the run's training folder, if any)")
     p.add_argument("--data", help="training corpus (default: the run's data.path)")
     p.add_argument("--candidates", type=int, default=10_000, help="secrets ranked per canary")
     p.add_argument("--samples", type=int, default=20)
