@@ -13,7 +13,7 @@
    epochs, no DP) on the shipped templates.
 
 Everything is CPU-sized on purpose (the numbers are for comparing settings with each other,
-not for comparing with published results); results go to OUT/results.json and are printed.
+not for comparing with published results); results go to OUT/results-<parts>.json and are printed.
 """
 
 from __future__ import annotations

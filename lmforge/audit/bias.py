@@ -134,7 +134,8 @@ def format_table(r: dict[str, Any]) -> str:
     fmt = lambda v: f"{v:>13.4f}" if v is not None else f"{'-':>13}"  # noqa: E731
     for g, row in list(r["by_group"].items()) + [("(all)", r["overall"])]:
         lines.append(f"{g:<{width}} {int(row['count']):>13} " + " ".join(fmt(row[c]) for c in cols[1:]))
-    lines.append(f"{'gap (max-min)':<{width}} {'':>13} " + " ".join(fmt(r["difference"][c]) for c in cols[1:]))
+    gaps = " ".join(fmt(r["difference"][c]) for c in cols[1:])
+    lines.append(f"{'gap (max-min)':<{width}} {'':>13} {gaps}")
     lines.append(f"positive class: {r['positive']!r}; rates (positive_rate, fpr, fnr, f1) are for it")
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ def corpus(tmp_path):
     (root / "reviews.tsv").write_text(
         "sentence\tlabel\n"
         "a warm and \"funny\" film about two old friends on a road trip\t1\n"
-        f"call me at +44 20 7946 0958 about this dull film\t0\n"
+        "call me at +44 20 7946 0958 about this dull film\t0\n"
         "a warm and funny film about two old friends on a long road trip\t1\n", encoding="utf-8")
     (root / "chat.jsonl").write_text(
         json.dumps({"id": 7, "text": f"my mail is {EMAIL}", "label": "x"}) + "\n"
