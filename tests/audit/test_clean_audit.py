@@ -140,3 +140,11 @@ def test_command_groups(capsys):
     assert main(["audit", "--help"]) == 0 and "memorization" in capsys.readouterr().out
     assert main(["audit", "memorise"]) == 1
     assert "unknown `lmforge audit` command 'memorise'" in capsys.readouterr().err
+
+
+def test_audit_command_writes_its_files(corpus, tmp_path):
+    out = tmp_path / "a"
+    assert main(["data", "audit", str(corpus), "--out", str(out), "--no-languages"]) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert report["documents"] == 10 and report["languages"] == {}
+    assert (out / "audit.md").read_text().startswith(f"# Data audit: {corpus}")
