@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate-memory": ("lmforge.memory.cli:cli", "predict a training run's peak memory"),
     "sweep": ("lmforge.sweep.cli:cli", "search hyperparameters with Optuna (docs/sweep.md)"),
     "config": ("lmforge.config_cli:cli", "show a resolved config, list keys, diff two runs"),
+    "data": ("lmforge.audit.cli:data_cli", "audit and clean a corpus (PII, duplicates, languages)"),
+    "audit": ("lmforge.audit.cli:audit_cli", "canaries, memorization, bias and counterfactual probes"),
 }
 
 

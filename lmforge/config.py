@@ -182,6 +182,30 @@ class DataConfig:
 
 
 @dataclass
+class DPConfig:
+    """Differentially private training (DP-SGD through Opacus; see lmforge/train/privacy.py)."""
+
+    epsilon: float | None = None  # privacy budget over the whole run; unset = no DP
+    delta: float = 1e-5  # should be well below 1 / training examples
+    max_grad_norm: float = 1.0  # per-example gradient clip
+
+    def validate(self) -> None:
+        if self.epsilon is None:
+            return
+        try:
+            self.epsilon = float(self.epsilon)
+        except (TypeError, ValueError):
+            raise ConfigError(f"train.dp.epsilon must be a number, got {self.epsilon!r}") from None
+        if not self.epsilon > 0:
+            raise ConfigError(f"train.dp.epsilon must be > 0, got {self.epsilon:g} (leave it "
+                              "unset to train without differential privacy)")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"train.dp.delta must be in (0, 1), got {self.delta:g}")
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"train.dp.max_grad_norm must be > 0, got {self.max_grad_norm:g}")
+
+
+@dataclass
 class TrainConfig:
     """The training loop: optimizer, schedule, batches, evaluation, checkpoints."""
 
@@ -229,6 +253,7 @@ class TrainConfig:
     ce_chunk_size: int = 0  # rows per chunk; 0 = auto (lmforge.nn.chunked_ce.auto_chunk_size)
     base_dtype: str = ""  # "" | int8
     check_memory: bool = True  # refuse at start-up a run predicted not to fit (lmforge.memory)
+    dp: DPConfig = field(default_factory=DPConfig)  # differential privacy; off unless dp.epsilon is set
 
 
 @dataclass
@@ -268,6 +293,7 @@ class Config:
         unknown = [n for n in t.log.replace(" ", "").split(",") if n and n not in LOGGERS]
         if unknown:
             raise ConfigError(f"train.log: unknown logger {unknown[0]!r}; valid: {', '.join(LOGGERS)}")
+        t.dp.validate()
         if self.data.errors not in ("strict", "replace"):
             raise ConfigError(f"data.errors must be strict or replace, got {self.data.errors!r}")
 

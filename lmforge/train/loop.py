@@ -40,6 +40,7 @@ from ..config import ConfigError
 from . import distributed, loggers
 from . import mfu as mfu_lib
 from .activation_checkpointing import apply_memory_options
+from . import privacy as privacy_lib
 from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
                          save_weights)
 from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
@@ -87,10 +88,16 @@ class Trainer:
             self.log(note)
         # weights before wrapping: DDP and FSDP start from the model they are given
         state = self._read_checkpoint() if resume else None
+        # train.dp.*: DP-SGD hooks (None without); DP layers go in before the optimizer is built
+        self.privacy = privacy_lib.from_config(cfg, task, self.log)
+        if self.privacy is not None:
+            self.privacy.prepare(self.model)
         self.train_model = distributed.wrap_model(self.model, self.dist, cfg)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = build_optimizer(self.model, cfg, self.device)
+        if self.privacy is not None:  # per-example gradients in, clipped + noised steps out
+            self.train_model, self.optimizer = self.privacy.wrap(self.model, self.optimizer)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.step = 0
@@ -104,7 +111,8 @@ class Trainer:
         # matmul peak of one device, measured once and cached on disk (train/mfu.py)
         self.peak = _device_peak(self.device, cfg.precision) if self.is_main else 0.0
         self._fsdp_hook_noted = False
-        self.metrics = MetricsLog(self.run_dir / "metrics.csv", task.metric_names, resume_step) \
+        extra = ["epsilon"] if self.privacy is not None else []
+        self.metrics = MetricsLog(self.run_dir / "metrics.csv", task.metric_names + extra, resume_step) \
             if self.is_main else None
         # metrics.csv + the trackers of train.log + attached callbacks (train/loggers.py)
         self.callbacks = loggers.build_callbacks(cfg.log, self.run_dir, self.metrics) \
@@ -149,6 +157,8 @@ class Trainer:
         self.bad_evals, self.elapsed = state.get("bad_evals", 0), state.get("elapsed", 0.0)
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        if self.privacy is not None and "privacy" in state:
+            self.privacy.load_state_dict(state["privacy"])
         self.log(f"resumed from {self.run_dir} at step {self.step}")
         return self.step
 
@@ -168,6 +178,8 @@ class Trainer:
             state["ranks"] = ranks
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if self.privacy is not None:
+            state["privacy"] = self.privacy.state_dict()
         save_checkpoint(self.run_dir, weights, state)
         self.callbacks.on_checkpoint(self.step, self.run_dir)
 
@@ -296,7 +308,8 @@ class Trainer:
                         # at the next sync point under torchrun (where the ranks agree)
                         self._callback_stop |= self.callbacks.on_log(self.step, {
                             "loss": mean_loss, "lr": lr, "tokens_per_s": rate, "mfu": util,
-                            "elapsed_s": self.elapsed, "tokens": self.tokens_seen})
+                            "elapsed_s": self.elapsed, "tokens": self.tokens_seen,
+                            **self._privacy_spent()})
                         over_budget |= self._callback_stop and not self.dist.enabled
                     progress.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
                 progress.update(1)
@@ -353,6 +366,9 @@ class Trainer:
                 break
         return previous
 
+    def _privacy_spent(self) -> dict[str, float]:
+        return self.privacy.metrics() if self.privacy is not None else {}
+
     def _check_finite(self, losses: list[torch.Tensor]) -> float:
         if not losses:
             return float("nan")
@@ -378,7 +394,8 @@ class Trainer:
         best = distributed.full_weights(self.model) if keep else None  # a collective under FSDP
         wants_stop = False
         if self.is_main:
-            wants_stop = self.callbacks.on_evaluate(self.step, metrics, lr, self.elapsed)
+            wants_stop = self.callbacks.on_evaluate(
+                self.step, {**metrics, **self._privacy_spent()}, lr, self.elapsed)
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             self.log(f"step {self.step}: val {shown}")
             if best is not None:
