@@ -197,7 +197,8 @@ def predicted(job: dict, baseline: float) -> float | None:
     train = TrainConfig(batch_size=job["batch"], precision=job["precision"], **TECHNIQUES[job["row"]])
     runtime = baseline if job["device"] == "cpu" else 0.0
     return estimate_memory(cfg, train, job["batch"], job["seq"], mode=job["mode"],
-                           device=job["device"], runtime_bytes=runtime, lora=LORA).peak
+                           device=job["device"], runtime_bytes=runtime, lora=LORA,
+                           loads_weights=bool(job.get("weights"))).peak
 
 
 def run_job(job: dict, threads: int, glibc_default: bool = False) -> dict:

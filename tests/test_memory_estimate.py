@@ -26,6 +26,9 @@ def test_weights_gradients_and_optimizer_state_are_exact():
     assert est.get("weights") == est.get("gradients") == 4 * n
     assert est.get("optimizer state") == 2 * 4 * n  # AdamW: two moments
     assert estimate_memory(CFG, TrainConfig(optimizer="gd"), 2, 16).get("optimizer state") == 0
+    # starting from a weights file: load_weights holds the file's tensors and the model at once
+    loaded = estimate_memory(CFG, TrainConfig(), 2, 16, runtime_bytes=100, loads_weights=True)
+    assert est.phases["loading"] == 4 * n and loaded.phases["loading"] == 100 + 8 * n
 
     lora = {"rank": 4, "alpha": 8.0, "targets": []}
     model = build_model(CFG)

@@ -3,7 +3,8 @@
     check_fits(cfg.model, cfg.train, device)    # one call where a run starts, before the model
 
 Available memory: CUDA `mem_get_info` (free bytes on the device); CPU `MemAvailable` from
-/proc/meminfo (psutil elsewhere, when installed). `train.check_memory=false` skips the check.
+/proc/meminfo (psutil elsewhere, when installed), shared by the LOCAL_WORLD_SIZE processes
+torchrun starts on the machine. `train.check_memory=false` skips the check.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def available_bytes(device: torch.device) -> float | None:
 
 
 def predict(model_config: ModelConfig, train: TrainConfig, device: torch.device,
-            seq: int | None = None, mode: str | None = None) -> MemoryEstimate:
+            seq: int | None = None, mode: str | None = None,
+            loads_weights: bool | None = None) -> MemoryEstimate:
     """The estimate for a run about to start here (the runtime row from this process)."""
     lora = model_config.extra.get("lora")
     mode = mode or ("lora" if lora else "full")
@@ -71,17 +73,21 @@ def predict(model_config: ModelConfig, train: TrainConfig, device: torch.device,
     import torch._dynamo  # noqa: F401
 
     runtime = process_rss() if device.type == "cpu" else 0.0
+    if loads_weights is None:
+        loads_weights = bool(train.init_from)
     return estimate_memory(model_config, train, train.batch_size, seq or model_config.max_len,
-                           mode=mode, device=device.type, runtime_bytes=runtime)
+                           mode=mode, device=device.type, runtime_bytes=runtime,
+                           loads_weights=loads_weights)
 
 
 def check_fits(model_config: ModelConfig, train: TrainConfig, device: torch.device,
                seq: int | None = None, mode: str | None = None,
+               loads_weights: bool | None = None,
                log: Callable[[str], Any] | None = None) -> MemoryEstimate | None:
     """Raise ConfigError when the run's predicted peak exceeds the memory available here.
 
     Call before the model is built. `seq` defaults to model.max_len, `mode` to lora when
-    model.extra.lora is set. Returns the estimate (None when skipped or unknown).
+    model.extra.lora is set, `loads_weights` (starts from a weights file) to train.init_from. Returns the estimate (None when skipped or unknown).
     """
     if not train.check_memory:
         return None
@@ -89,11 +95,14 @@ def check_fits(model_config: ModelConfig, train: TrainConfig, device: torch.devi
     if free is None:
         return None
     try:
-        est = predict(model_config, train, device, seq, mode)
+        est = predict(model_config, train, device, seq, mode, loads_weights)
     except ConfigError:
         return None  # an optimizer or model the estimate does not know: nothing to say
-    # on CPU the process's own resident memory is part of the estimate and already in use
-    room = free + (est.get("runtime") if device.type == "cpu" else 0.0)
+    # on CPU the process's own resident memory is part of the estimate and already in use,
+    # and the processes torchrun starts on this machine share what is free
+    room = free
+    if device.type == "cpu":
+        room = free / int(os.environ.get("LOCAL_WORLD_SIZE", "1")) + est.get("runtime")
     if est.peak > room:
         parts = ", ".join(f"{name} {human_bytes(est.get(name))}" for name in
                           ("weights", "optimizer state", "activations", "logits / loss"))

@@ -66,7 +66,10 @@ def cli(argv: list[str]) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device here")
-    est = predict(cfg.model, cfg.train, device, seq=args.seq, mode=args.mode)
+    # a run directory with weights is a base to fine-tune: its file is read in at start-up
+    from_file = Path(args.source).is_dir() and (Path(args.source) / "model.safetensors").is_file()
+    est = predict(cfg.model, cfg.train, device, seq=args.seq, mode=args.mode,
+                  loads_weights=from_file or bool(cfg.train.init_from))
     seq = args.seq or cfg.model.max_len
     mode = args.mode or ("lora" if cfg.model.extra.get("lora") else "full")
     print(f"{cfg.model.arch} | {mode} | batch {cfg.train.batch_size} x seq {seq} | "

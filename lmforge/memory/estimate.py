@@ -16,7 +16,7 @@ Accounting (bytes; parameters and gradients in their dtype, fp32 in lmforge):
 - runtime: what the process holds before the model exists (libraries, allocator); on CPU
   the current process's resident memory.
 The peak is the largest of three moments: loading (the weights in full precision, before an
-int8 base is quantized), the start of backward (weights, optimizer state, activations,
+int8 base is quantized, and a weights file's tensors while they are copied in), the start of backward (weights, optimizer state, activations,
 logits, the output layer's gradient) and the end of backward (weights, optimizer state, all
 gradients). Not counted: the data pipeline, evaluation, checkpoint writing, and on CPU the
 allocator's slack (glibc keeps freed blocks; see docs/memory.md).
@@ -131,11 +131,13 @@ def _weights(est: MemoryEstimate, model: nn.Module, int8: bool) -> tuple[float, 
 
 def estimate_memory(model_config: ModelConfig, train: TrainConfig, batch: int, seq: int,
                     mode: str = "full", device: str = "cpu", runtime_bytes: float = 0.0,
-                    lora: dict[str, Any] | None = None) -> MemoryEstimate:
+                    lora: dict[str, Any] | None = None,
+                    loads_weights: bool = False) -> MemoryEstimate:
     """Predicted memory of training `model_config` with `train` at `batch` x `seq` tokens.
 
     `mode` lora wraps the backbone's linear layers in adapters (model.extra.lora, else
-    `lora`, else rank 16 on every linear layer) and trains only them.
+    `lora`, else rank 16 on every linear layer) and trains only them. `loads_weights`: the
+    run starts from a weights file, which `load_weights` reads whole before copying it in.
     """
     if mode not in MODES:
         raise ConfigError(f"--mode must be full or lora, got {mode!r}")
@@ -176,7 +178,8 @@ def estimate_memory(model_config: ModelConfig, train: TrainConfig, batch: int, s
     logits = est.add("logits / loss", _logits_bytes(model_config, train, batch * seq, precision),
                      _logits_detail(model_config, train, batch * seq))
     static = est.get("runtime") + est.get("weights") + opt + (grads if train.grad_accum > 1 else 0)
-    est.phases = {"loading": est.get("runtime") + loaded,  # the base in full precision once
+    # the base in full precision once, plus the file's tensors while they are copied in
+    est.phases = {"loading": est.get("runtime") + loaded * (2 if loads_weights else 1),
                   "start of backward": static + acts + logits + head_grad,
                   "end of backward": static + grads}
     est.peak = max(est.phases.values())
