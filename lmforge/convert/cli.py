@@ -55,6 +55,9 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
     from ..run import load_run
 
     families = {"gpt": hf_gpt2, "bert": hf_bert}
+    from ..outputs import check_output
+
+    check_output(out, inputs=[run_dir], folder=True)  # never into a run (its own or another)
     run = load_run(run_dir, device="cpu")
     cfg = run.model_config
     if cfg.arch not in families:
@@ -88,7 +91,8 @@ def resolve_base(path: str | Path, log: Any = print) -> Path:
 def cli(argv: list[str]) -> int:
     """lmforge convert from-hf PATH --out RUN | to-hf RUN --out DIR"""
     parser = argparse.ArgumentParser(
-        prog="lmforge convert",
+        prog="lmforge convert", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
         description="Convert Hugging Face GPT-2 / BERT checkpoints to lmforge runs and back. "
                     "Only local folders are read; nothing is downloaded.")
     sub = parser.add_subparsers(dest="direction", required=True)

@@ -12,6 +12,7 @@ but tensors and plain containers is refused, never executed.
 from __future__ import annotations
 
 import json
+import shutil
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from torch import nn
 
 from ..config import Config, ConfigError, ModelConfig, TokenizerConfig, save_config
 from ..models.build import build_model
+from ..outputs import holds_run, replace_dir, same_path, staging_dir
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER
 from ..train.checkpoint import WEIGHTS, CheckpointError, atomic_write_text, save_weights
 
@@ -210,15 +212,16 @@ def prepare_out(out: str | Path, what: str, force: bool = False) -> Path:
 
 
 def write_run(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer: Any,
-              source: dict[str, Any]) -> Path:
+              source: dict[str, Any], final: Path | None = None) -> Path:
     """An ordinary lmforge run folder: config.yaml, model_config.json, tokenizer.json,
-    model.safetensors (and source.json saying where it came from)."""
+    model.safetensors (and source.json saying where it came from). `final`: where the folder
+    will live when `out` is a staging folder (the config names the tokenizer there)."""
     tokenizer.save(out / TOKENIZER)
     save_weights(model, out / WEIGHTS, metadata={"converted_from": str(source.get("path", ""))})
     # the tokenizer is fixed by the checkpoint: further training on new text reuses it
     run_cfg = Config(model=cfg, tokenizer=TokenizerConfig(kind="bpe" if cfg.arch == "gpt" else
-                                                          "wordpiece", path=str(out / TOKENIZER)),
-                     out=str(out))
+                                                          "wordpiece", path=str((final or out) / TOKENIZER)),
+                     out=str(final or out))
     save_config(run_cfg, out / CONFIG)
     atomic_write_text(out / SOURCE, json.dumps(source, indent=2))
     # written last: a conversion that failed half-way leaves no model_config.json, so it is
@@ -262,9 +265,25 @@ def import_folder(folder: str | Path, family: Any) -> tuple[nn.Module, Any, Mode
 def from_hf_folder(folder: str | Path, out: str | Path, family: Any, force: bool = False,
                    log: Any = print) -> Path:
     """Convert a HF folder of `family` into the run directory `out`."""
+    out = Path(out)
+    if same_path(out, folder):
+        raise ConfigError(f"--out {out} is the checkpoint folder being converted; no command "
+                          "writes over its own input: choose another --out")
+    if holds_run(out) and not force:
+        raise ConfigError(f"{out} already holds a run ({MODEL_CONFIG}); choose another --out "
+                          "or pass --force to replace it")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not holds_run(out))):
+        raise ConfigError(f"--out {out} exists and is not an lmforge run; --force replaces a "
+                          "run only: choose another --out")
     model, tokenizer, cfg, info = import_folder(folder, family)
-    out = prepare_out(out, "run", force)
-    write_run(out, model, cfg, tokenizer, info)
+    # written aside and renamed into place: --force replaces the run whole or not at all
+    # (no trainer_state.pt or best.safetensors of the old run survives beside new weights)
+    staging = staging_dir(out)
+    try:
+        write_run(staging, model, cfg, tokenizer, info, final=out)
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if info["fresh_tensors"]:
         log(f"note: {len(info['fresh_tensors'])} tensors are not in the checkpoint and start "
             f"fresh ({family.describe_fresh(info['fresh_tensors'])}); fine-tune before relying on them")

@@ -50,6 +50,9 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.optimizer={t.optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
     if not t.lr > 0:
         raise ConfigError(f"train.lr must be positive, got {t.lr}")
+    if t.max_steps <= 0:
+        raise ConfigError(f"train.max_steps must be positive, got {t.max_steps} (a run of no "
+                          "steps would leave no weights)")
     for name in ("log_every", "eval_batches"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")

@@ -39,8 +39,8 @@ from ..config import TrainConfig
 from ..config import ConfigError
 from . import distributed
 from . import mfu as mfu_lib
-from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
-                         save_weights)
+from .checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, load_trainer_state, load_weights,
+                         save_checkpoint, save_weights)
 from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
 # device, precision, RNG and metrics.csv helpers live in runtime.py (inference imports them
 # without the loop); imported here under their old names
@@ -53,7 +53,16 @@ PLOT_EVERY_S = 30.0  # redraw plots/*.png at most this often during training (al
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left intact."""
+    """The loss became NaN or infinite; the last good checkpoint (if any) is left intact."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal after checkpointing; `lmforge` exits 128 + signum and
+    prints the resume command of the command that was running."""
+
+    def __init__(self, signum: int, run_dir: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.signum, self.run_dir, self.step = signum, run_dir, step
 
 
 class Trainer:
@@ -243,7 +252,7 @@ class Trainer:
         pending: list[torch.Tensor] = []  # per-step losses since the last log (on device)
         tokens_since, t_log = 0, time.perf_counter()
         last_metrics: dict[str, float] = {}
-        self._stop_requested = False
+        self._stop_requested, self._stop_signal = False, int(signal.SIGINT)
         previous = self._install_signal_handlers()
         try:
             while self.step < last_step:
@@ -284,9 +293,7 @@ class Trainer:
                     # a signal arrived during the step: the step is complete, so the
                     # checkpoint is consistent (weights, optimizer, data position, RNG)
                     self.save()
-                    self.log(f"interrupted at step {self.step}; checkpoint saved, continue with "
-                             f"`--resume {self.run_dir}` (e.g. lmforge pretrain --resume {self.run_dir})")
-                    raise KeyboardInterrupt
+                    raise Interrupted(self._stop_signal, self.run_dir, self.step)
                 if at_eval or over_budget:
                     last_metrics = self._evaluate_and_save(lr)
                     if last_metrics.get("stop"):
@@ -313,7 +320,7 @@ class Trainer:
         def request_stop(signum, frame):
             if self._stop_requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._stop_requested, self._stop_signal = True, signum
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -331,16 +338,21 @@ class Trainer:
         if len(bad):
             step = self.step - len(losses) + int(bad[0]) + 1
             raise TrainingDiverged(
-                f"loss became {values[bad[0]].item()} at step {step}; stopped, the last good "
-                f"checkpoint in {self.run_dir} is intact (try a lower train.lr or train.grad_clip)")
+                f"loss became {values[bad[0]].item()} at step {step}; stopped, "
+                f"{self._what_is_intact()} (try a lower train.lr or train.grad_clip)")
         return values.mean().item()
+
+    def _what_is_intact(self) -> str:
+        if (self.run_dir / TRAINER_STATE).is_file():
+            return f"the last good checkpoint in {self.run_dir} is intact"
+        return "no checkpoint had been written yet, so there is nothing to resume"
 
     def _evaluate_and_save(self, lr: float) -> dict[str, Any]:
         metrics = self.evaluate()
         if not math.isfinite(metrics["loss"]):
             raise TrainingDiverged(
-                f"validation loss became {metrics['loss']} at step {self.step}; stopped, the last "
-                f"good checkpoint in {self.run_dir} is intact")
+                f"validation loss became {metrics['loss']} at step {self.step}; stopped, "
+                f"{self._what_is_intact()}")
         improved = self._improved(metrics)
         self.bad_evals = 0 if improved else self.bad_evals + 1
         keep = improved and getattr(self.task, "keep_best", False)
