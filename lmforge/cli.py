@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lmforge` console script and `python -m lmforge`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
+        print(_usage(), file=sys.stdout if argv else sys.stderr)  # no command: a usage error
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return _quiet_broken_pipe()
     except (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError) as err:
         print(f"lmforge: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a read-only file system, a full disk, no permission: one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"lmforge: error: cannot complete {name}: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     except Interrupted as err:
         print(f"lmforge: interrupted at step {err.step}; checkpoint saved, continue with "

@@ -17,7 +17,7 @@ import torch
 
 from .config import Config
 from .models.build import build_model, count_parameters
-from .recipes.scaffold import RunDir, prepare_tokenizer, resume_config, validate_config  # noqa: F401
+from .recipes.scaffold import RunDir, check_steps, prepare_tokenizer, resume_config, validate_config  # noqa: F401
 from .tasks.registry import pretrain_task
 from .train import distributed
 from .train.checkpoint import load_weights
@@ -32,6 +32,7 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
     tcfg = cfg.train
     pretrain_task(cfg.model.head)  # a head that cannot be pretrained is refused up front
     validate_config(cfg)
+    check_steps(cfg)
     info = distributed.setup(tcfg.device)
     log = log if info.rank == 0 else _quiet  # one voice under torchrun
     files = resolve_corpus_files(cfg.data.path)

@@ -127,8 +127,8 @@ def train_glove(
     and are passed line by line to `log_fn` (default: the module logger).
     """
     emit = log_fn or log.info
-    if dim < 1 or epochs < 0 or batch_size < 1:
-        raise ValueError(f"need dim >= 1, epochs >= 0, batch_size >= 1; got {dim}, {epochs}, {batch_size}")
+    if dim < 1 or epochs < 1 or batch_size < 1:  # 0 epochs would save the random start as vectors
+        raise ValueError(f"need dim >= 1, epochs >= 1, batch_size >= 1; got {dim}, {epochs}, {batch_size}")
     if _paths(corpus) is None and iter(corpus) is corpus:
         corpus = list(corpus)  # a one-shot iterator: the vocabulary pass would consume it
 

@@ -339,6 +339,9 @@ class LabelMap:
                 raise ConfigError(f"{source}: labels {extra[:10]} are not among the declared "
                                   f"labels {list(declared)}")
             return cls(declared)
+        if len(seen) < 2:  # a classifier of one class learns nothing (its loss is 0 at once)
+            raise ConfigError(f"{source}: every example has the label {sorted(seen)[0]!r}; a "
+                              "classifier needs at least two labels" if seen else f"{source}: no labels")
         return cls(sorted(seen, key=_label_sort_key))
 
     def __len__(self) -> int:

@@ -50,9 +50,8 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.optimizer={t.optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
     if not t.lr > 0:
         raise ConfigError(f"train.lr must be positive, got {t.lr}")
-    if t.max_steps <= 0:
-        raise ConfigError(f"train.max_steps must be positive, got {t.max_steps} (a run of no "
-                          "steps would leave no weights)")
+    if t.max_steps < 0:
+        raise ConfigError(f"train.max_steps must be positive, got {t.max_steps}")
     for name in ("log_every", "eval_batches"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
@@ -62,8 +61,8 @@ def validate_config(cfg: Config) -> None:
             raise ConfigError(f"train.{name} must be >= 0, got {getattr(t, name)}")
     try:
         device = pick_device(t.device)
-    except RuntimeError as err:  # torch refuses the name itself ("cuda:x", "gpu", ...)
-        raise ConfigError(f"train.device={t.device!r} is not a device ({err})") from None
+    except (RuntimeError, ConfigError) as err:  # torch refuses the name itself ("cuda:x", "gpu", ...)
+        raise ConfigError(f"train.device={t.device!r}: {err}") from None
     if device.type == "cuda" and not _cuda_available():
         raise ConfigError(f"train.device={t.device} but this machine has no CUDA device; "
                           "use train.device=auto or cpu")
@@ -72,6 +71,14 @@ def validate_config(cfg: Config) -> None:
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision=fp16 needs a CUDA device (a gradient scaler); this "
                           f"run is on {device.type}, use bf16")
+
+
+def check_steps(cfg: Config) -> None:
+    """A run of no steps would leave no weights: refused (pretrain checks it up front; recipes
+    that derive max_steps from epochs are checked by `RunDir.start`)."""
+    if cfg.train.max_steps <= 0:
+        raise ConfigError(f"train.max_steps must be positive, got {cfg.train.max_steps} (a run of "
+                          "no steps would leave no weights)")
 
 
 def _cuda_available() -> bool:
@@ -217,6 +224,7 @@ class RunDir:
                 f"(train.max_steps={cfg.train.max_steps}); nothing to do, no file changed "
                 f"(raise train.max_steps to continue)")
             return FinishedRun(self.resume_step, load_trainer_state(self.path).get("elapsed", 0.0))
+        check_steps(cfg)  # recipes that count epochs have set max_steps by now
         trainer = (trainer_cls or Trainer)(task, cfg.train, self.path, resume=self.resume, log=log)
         if self.writer:
             self.write(CONFIG, lambda path: save_config(cfg, path))

@@ -26,7 +26,13 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError as err:  # "tpu", "cuda:x": torch names the valid types
+        from ..errors import ConfigError
+
+        raise ConfigError(f"device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps "
+                          f"({str(err).split(' at start')[0]})") from None
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

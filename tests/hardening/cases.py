@@ -180,10 +180,12 @@ class Outcome:
         """clear / traceback / silent / data-changed (the benchmark's four classes)."""
         if self.escaped or "Traceback" in self.stderr:
             return "traceback"
-        if self.changed:
-            return "data-changed"
+        if any(not path.startswith("+") for path in self.changed):
+            return "data-changed"  # a file that existed was changed or removed
         if self.code == 0 or not self.stderr.strip():
-            return "silent"
+            return "silent"  # accepted (whatever it wrote), or refused without a word
+        if self.changed:
+            return "data-changed"  # refused, yet it left new files behind
         return "clear"
 
 
@@ -208,6 +210,7 @@ def run_case(case: Case, world: Path, scratch: Path) -> Outcome:
             escaped = traceback.format_exc()
     after = digest(w)
     allowed = set(case.changes)
-    changed = sorted(k for k in set(before) | set(after)
+    # "+path": created by the command; "path": changed or removed
+    changed = sorted(k if k in before else f"+{k}" for k in set(before) | set(after)
                      if before.get(k) != after.get(k) and k not in allowed)
     return Outcome(code, err.getvalue(), escaped, changed)
