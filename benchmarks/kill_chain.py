@@ -70,33 +70,43 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def kill_chain(work: Path, data: Path, kills: int, steps: int, seed: int) -> bool:
+    """Half the kills land a random moment after the run has saved a new checkpoint, half at
+    the instant a checkpoint temp file appears (the window the atomic renames protect)."""
     cache = f"data.cache_dir={work / 'cache'}"
     ref, run = work / "reference", work / "killed"
     t0 = time.perf_counter()
     code, err = finish(lmforge("pretrain", "--data", data, "--out", ref, cache, *TINY, f"train.max_steps={steps}"))
     assert code == 0, err
-    ref_s = time.perf_counter() - t0
-    print(f"reference run: {steps} steps in {ref_s:.1f}s (process start included)")
+    print(f"reference run: {steps} steps in {time.perf_counter() - t0:.1f}s (process start included)")
     rng = random.Random(seed)
-    done, restarts, steps_at_kill = 0, 0, []
+    done, restarts, log = 0, 0, []
     while done < kills:
-        if (run / "trainer_state.pt").is_file():
+        before = step_of(run) if run.is_dir() else None
+        if before is not None:
             args = ["pretrain", "--resume", run, f"train.max_steps={steps}"]
         else:  # killed before its first checkpoint: nothing to resume, start again
             shutil.rmtree(run, ignore_errors=True)
             args = ["pretrain", "--data", data, "--out", run, cache, *TINY, f"train.max_steps={steps}"]
             restarts += 1
         proc = lmforge(*args)
-        time.sleep(rng.uniform(0.2, ref_s * 0.8))
-        if proc.poll() is not None:  # finished before the kill: the chain needs more steps
+        at_tmp = done % 2 == 1
+        while proc.poll() is None:  # wait for progress: a checkpoint newer than the last one
+            if at_tmp and run.is_dir() and any(run.glob("*.tmp")):
+                break
+            if not at_tmp and (step_of(run) or 0) > (before or 0):
+                time.sleep(rng.uniform(0.0, 1.0))
+                break
+            time.sleep(0.001 if at_tmp else 0.05)
+        if proc.poll() is not None:
             print(f"  the run ended before kill {done + 1}; raise --steps")
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         done += 1
-        steps_at_kill.append(step_of(run))
         leftovers = sorted(p.name for p in run.glob("*.tmp")) if run.is_dir() else []
-        print(f"  kill {done:>2}: at checkpoint step {steps_at_kill[-1]}, leftover temp files {leftovers}")
+        log.append(step_of(run))
+        print(f"  kill {done:>2} ({'at a temp file' if at_tmp else 'random moment'}): checkpoint "
+              f"step {log[-1]}, temp files left {leftovers}")
     code, err = finish(lmforge("pretrain", "--resume", run, f"train.max_steps={steps}"))
     ok = code == 0 and same_weights(ref / "model.safetensors", run / "model.safetensors")
     print(f"kill chain: {done} kills (restarts before a first checkpoint: {restarts}), final resume "
@@ -109,23 +119,24 @@ def kill_chain(work: Path, data: Path, kills: int, steps: int, seed: int) -> boo
 def disk_full(work: Path, data: Path, steps: int) -> bool | None:
     mnt = work / "small_disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True).returncode:
         print("disk full: skipped (cannot mount a tmpfs here)")
         return None
     try:
         run = mnt / "run"
         proc = lmforge("pretrain", "--data", data, "--out", run, f"data.cache_dir={work / 'cache'}", *TINY,
                        f"train.max_steps={steps * 20}")
+        print(f"disk full: the run lives on a 16 MB tmpfs; the disk is filled after its first checkpoint")
         while step_of(run) is None and proc.poll() is None:
             time.sleep(0.1)
         filler = mnt / "filler"
-        with open(filler, "wb") as fh:  # fill the disk to the last byte
-            try:
+        try:  # fill the disk to the last byte
+            with open(filler, "wb") as fh:
                 while True:
                     fh.write(b"\0" * 65536)
                     fh.flush()
-            except OSError:
-                pass
+        except OSError:
+            pass
         code, err = finish(proc)
         lines = [line for line in err.splitlines() if line.strip()]
         intact = step_of(run)
@@ -147,7 +158,7 @@ def disk_full(work: Path, data: Path, steps: int) -> bool | None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-disk-full", action="store_true")
     args = p.parse_args()

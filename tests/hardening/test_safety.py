@@ -195,3 +195,24 @@ def test_every_subcommand_help_lists_options_and_an_example(name, capsys):
     assert code == 0
     assert "example" in out and f"lmforge {name}" in out.split("example", 1)[1]
     assert "--" in out  # options are listed
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only tmpfs (needs root and mount rights; skipped elsewhere)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    yield folder
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+@pytest.mark.parametrize("argv", [["pretrain", "--data", "{corpus}", "--out", "{ro}/p", *TINY],
+                                  ["compare", "--archs", "gpt", "--budget", "1000-tokens", "--out", "{ro}/c"]])
+def test_out_on_a_read_only_file_system_is_one_line(argv, read_only_dir, tiny_corpus, capsys):
+    argv = [a.replace("{ro}", str(read_only_dir)).replace("{corpus}", str(tiny_corpus)) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Read-only file system" in err[0] and str(read_only_dir) in err[0]
