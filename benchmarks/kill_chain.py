@@ -84,10 +84,10 @@ def kill_chain(work: Path, data: Path, kills: int, steps: int, seed: int) -> boo
         before = step_of(run) if run.is_dir() else None
         if before is not None:
             args = ["pretrain", "--resume", run, f"train.max_steps={steps}"]
-        else:  # killed before its first checkpoint: nothing to resume, start again
+        else:  # the first start, or killed before its first checkpoint: start (again)
+            restarts += run.is_dir()
             shutil.rmtree(run, ignore_errors=True)
             args = ["pretrain", "--data", data, "--out", run, cache, *TINY, f"train.max_steps={steps}"]
-            restarts += 1
         proc = lmforge(*args)
         at_tmp = done % 2 == 1
         while proc.poll() is None:  # wait for progress: a checkpoint newer than the last one
