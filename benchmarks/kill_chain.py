@@ -84,9 +84,8 @@ def kill_chain(work: Path, data: Path, kills: int, steps: int, seed: int) -> boo
         before = step_of(run) if run.is_dir() else None
         if before is not None:
             args = ["pretrain", "--resume", run, f"train.max_steps={steps}"]
-        else:  # the first start, or killed before its first checkpoint: start (again)
-            restarts += run.is_dir()
-            shutil.rmtree(run, ignore_errors=True)
+        else:  # the first start, or killed before its first checkpoint: start again on the
+            restarts += run.is_dir()  # same --out (what the killed command left is taken over)
             args = ["pretrain", "--data", data, "--out", run, cache, *TINY, f"train.max_steps={steps}"]
         proc = lmforge(*args)
         at_tmp = done % 2 == 1

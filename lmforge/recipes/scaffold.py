@@ -190,7 +190,7 @@ class RunDir:
             if not (p / WEIGHTS).is_file():
                 raise CheckpointError(f"--resume {p}: no {WEIGHTS} there")
             self.resume_step = int(state["step"])
-        elif any((p / name).exists() for name in RUN_MARKERS):
+        elif any((p / name).exists() for name in RUN_MARKERS) and not killed_before_checkpoint(p):
             raise ConfigError(f"{p} already holds a run; resume it with --resume {p} "
                               "or choose another --out")
 
@@ -323,6 +323,15 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def killed_before_checkpoint(run_dir: Path) -> bool:
+    """True for what a command killed (kill -9, power loss) before its first checkpoint leaves:
+    its config files and a lock of a dead process, but no weights and no trainer state. There
+    is nothing to resume and nothing trained to lose, so a new run may start there."""
+    holder = _holder(run_dir / LOCK)
+    return (holder is not None and not _alive(holder) and not (run_dir / TRAINER_STATE).exists()
+            and not (run_dir / WEIGHTS).exists())
 
 
 def remove_orphan_tmp(run_dir: Path) -> list[Path]:

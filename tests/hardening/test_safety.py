@@ -216,3 +216,20 @@ def test_out_on_a_read_only_file_system_is_one_line(argv, read_only_dir, tiny_co
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Read-only file system" in err[0] and str(read_only_dir) in err[0]
+
+
+def test_a_run_killed_before_its_first_checkpoint_does_not_block_its_out(tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "model_config.json", "tokenizer.json"):  # what a kill -9 leaves
+        (run / name).write_text("{}")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (run / ".lmforge.lock").write_text(f"{dead} {os.uname().nodename}\n")
+    assert pretrain(tiny_corpus, run) == 0  # taken over: nothing trained was there
+    assert (run / "trainer_state.pt").is_file()
+    (run / ".lmforge.lock").write_text(f"{dead} {os.uname().nodename}\n")  # stale, but weights exist
+    before = digest(run)
+    assert pretrain(tiny_corpus, run) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert digest(run) == before
