@@ -122,16 +122,18 @@ def _lmforge(*args: str, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def test_sigterm_checkpoints_exits_143_and_names_the_resume_command(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_exits_128_plus_signum_and_names_the_resume_command(sig, code, tiny_corpus,
+                                                                                 tmp_path):
     run = tmp_path / "run"
     proc = _lmforge("pretrain", "--data", str(tiny_corpus), "--out", str(run), *TINY,
                     "train.max_steps=100000", "train.eval_every=0", stdout=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not (run / "metrics.csv").is_file() and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert f"continue with `lmforge pretrain --resume {run}`" in err and "Traceback" not in err
     assert (run / "trainer_state.pt").is_file()
 
