@@ -14,9 +14,10 @@ from typing import Iterable
 
 from .errors import ConfigError
 
-# a folder holding any of these is a run (the names are those of run.py and train/checkpoint.py;
-# spelled here so this check does not import torch)
-RUN_MARKERS = ("model_config.json", "model.safetensors", "trainer_state.pt")
+# a folder holding either is an lmforge run (model.safetensors alone is not: Hugging Face
+# folders have it too). The names are those of run.py and train/checkpoint.py, spelled here so
+# that this check does not import torch.
+RUN_MARKERS = ("model_config.json", "trainer_state.pt")
 
 
 def holds_run(folder: str | Path) -> bool:

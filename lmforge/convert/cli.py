@@ -64,8 +64,8 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
         raise ConfigError(f"{run_dir}: model.arch={cfg.arch!r} has no Hugging Face counterpart; "
                           "exportable: gpt (as gpt2), bert (as bert)")
     hf_config, state = families[cfg.arch].export_state(run.model.float(), cfg, run.tokenizer)
-    out = hf_io.prepare_out(out, "Hugging Face export", force)
-    return hf_io.write_hf_folder(out, hf_config, state, run.tokenizer, cfg.max_len)
+    return hf_io.write_folder_whole(out, "Hugging Face export", "config.json", force, lambda folder:
+                                    hf_io.write_hf_folder(folder, hf_config, state, run.tokenizer, cfg.max_len))
 
 
 def resolve_base(path: str | Path, log: Any = print) -> Path:

@@ -198,16 +198,27 @@ def load_exact(model: nn.Module, state: dict[str, torch.Tensor], may_stay_fresh:
 # --------------------------------------------------------------------------- writing a run
 
 
-def prepare_out(out: str | Path, what: str, force: bool = False) -> Path:
-    """Create `out`, refusing to write over an existing run / export unless `force`."""
+def write_folder_whole(out: str | Path, what: str, marker: str, force: bool,
+                       write: Any) -> Path:
+    """Fill `out` through `write(folder)`, replacing an existing `what` (recognised by
+    `marker`) only with `force`, and then whole: the new folder is written aside and renamed
+    into place, so nothing of the old one survives beside the new files. A folder that holds
+    something else is never replaced."""
     out = Path(out)
-    marker = MODEL_CONFIG if what == "run" else "config.json"
-    if (out / marker).exists() and not force:
-        raise ConfigError(f"{out} already holds a {what} ({marker}); choose another --out "
-                          "or pass --force to overwrite it")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / marker).exists() and not force:
+        raise ConfigError(f"{out} already holds a {what} ({marker}); choose another --out "
+                          "or pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        raise ConfigError(f"--out {out} exists and does not hold a {what}; --force replaces a "
+                          f"{what} only: choose another --out")
+    staging = staging_dir(out)
+    try:
+        write(staging)
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -269,21 +280,14 @@ def from_hf_folder(folder: str | Path, out: str | Path, family: Any, force: bool
     if same_path(out, folder):
         raise ConfigError(f"--out {out} is the checkpoint folder being converted; no command "
                           "writes over its own input: choose another --out")
-    if holds_run(out) and not force:
+    if holds_run(out) and not force:  # refused before the (slow) import
         raise ConfigError(f"{out} already holds a run ({MODEL_CONFIG}); choose another --out "
                           "or pass --force to replace it")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not holds_run(out))):
-        raise ConfigError(f"--out {out} exists and is not an lmforge run; --force replaces a "
-                          "run only: choose another --out")
     model, tokenizer, cfg, info = import_folder(folder, family)
-    # written aside and renamed into place: --force replaces the run whole or not at all
-    # (no trainer_state.pt or best.safetensors of the old run survives beside new weights)
-    staging = staging_dir(out)
-    try:
-        write_run(staging, model, cfg, tokenizer, info, final=out)
-        replace_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # --force replaces the run whole: no trainer_state.pt or best.safetensors of the old run
+    # survives beside the new weights
+    write_folder_whole(out, "run", MODEL_CONFIG, force,
+                       lambda staging: write_run(staging, model, cfg, tokenizer, info, final=out))
     if info["fresh_tensors"]:
         log(f"note: {len(info['fresh_tensors'])} tensors are not in the checkpoint and start "
             f"fresh ({family.describe_fresh(info['fresh_tensors'])}); fine-tune before relying on them")

@@ -85,7 +85,7 @@ def test_weights_record_their_hash_and_imports_too(tiny_corpus, tmp_path):
     assert recorded_sha256(tmp_path / "imported" / "model.safetensors")  # no trainer state there
 
 
-def test_from_hf_force_replaces_the_run_whole(tiny_corpus, tmp_path, capsys):
+def test_force_replaces_a_run_or_an_export_whole(tiny_corpus, tmp_path, capsys):
     run = tmp_path / "run"
     assert pretrain(tiny_corpus, run) == 0
     assert main(["convert", "to-hf", str(run), "--out", str(tmp_path / "hf")]) == 0
@@ -96,6 +96,10 @@ def test_from_hf_force_replaces_the_run_whole(tiny_corpus, tmp_path, capsys):
     assert not (target / "trainer_state.pt").exists() and not (target / "metrics.csv").exists()
     assert (target / "source.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"an old export's weights")
+    assert main(["convert", "to-hf", str(run), "--out", str(tmp_path / "hf"), "--force"]) == 0
+    assert not (tmp_path / "hf" / "pytorch_model.bin").exists()  # to-hf --force: whole too
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
 
 
 def test_nan_before_any_checkpoint_does_not_claim_one(tiny_corpus, tmp_path, monkeypatch, capsys):
