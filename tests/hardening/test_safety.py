@@ -239,3 +239,16 @@ def test_a_run_killed_before_its_first_checkpoint_does_not_block_its_out(tiny_co
     assert pretrain(tiny_corpus, run) == 1
     assert "already holds a run" in capsys.readouterr().err
     assert digest(run) == before
+
+
+def test_predict_into_a_closed_pipe_ends_quietly(tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a great film\n" * 5000, encoding="utf-8")
+    legacy = ROOT / "tests" / "fixtures" / "legacy_runs" / "classifier"
+    proc = _lmforge("predict", str(legacy), "--file", str(texts), stdout=subprocess.PIPE)
+    proc.stdout.read(5)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode in (0, 141)
