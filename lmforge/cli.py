@@ -33,7 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def pretrain_cli(argv: list[str]) -> int:
     """lmforge pretrain [--config FILE] [--data PATH] [--out DIR] [--resume RUN] [key=value ...]"""
     parser = argparse.ArgumentParser(
-        prog="lmforge pretrain",
+        prog="lmforge pretrain", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lmforge pretrain --out runs/shakespeare\n"
+               "  lmforge pretrain --config configs/shakespeare_char.yaml --out runs/s1 train.max_steps=500\n"
+               "  lmforge pretrain --resume runs/s1 train.max_steps=1000",
         description="Train a language model from scratch (default: a char-level GPT on the "
                     "bundled Tiny Shakespeare). Trailing key=value pairs override the config, "
                     "e.g. model.n_layers=6 train.lr=3e-4. Every key, its type, default and "
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lmforge` console script and `python -m lmforge`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
+        print(_usage(), file=sys.stdout if argv else sys.stderr)  # no command: a usage error
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
         from . import __version__
@@ -100,21 +103,46 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = target.split(":")
     from .config import ConfigError
     from .train.checkpoint import CheckpointError
-    from .train.loop import TrainingDiverged
+    from .train.loop import Interrupted, TrainingDiverged
 
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-        return int(func(rest) or 0)
+        code = int(func(rest) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError) as err:
         print(f"lmforge: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a read-only file system, a full disk, no permission: one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"lmforge: error: cannot complete {name}: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except Interrupted as err:
+        print(f"lmforge: interrupted at step {err.step}; checkpoint saved, continue with "
+              f"`{resume_command(argv, err.run_dir)}`", file=sys.stderr)
+        return 128 + err.signum  # 130 after Ctrl-C, 143 after SIGTERM, as shells report
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader went away (`lmforge generate ... | head`): stop quietly, as `cat` does;
-        # stdout is pointed at devnull so the interpreter's final flush cannot fail again
-        import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+
+def resume_command(argv: list[str], run_dir) -> str:
+    """The command that continues an interrupted run: the same subcommand (and finetune
+    kind) with --resume, e.g. `lmforge finetune seq2seq --resume RUN`."""
+    words = argv[:2] if argv[0] == "finetune" and len(argv) > 1 else argv[:1]
+    return " ".join(["lmforge", *words, "--resume", str(run_dir)])
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our stdout went away (`lmforge generate ... | head`): stop quietly, as Unix
+    tools do. stdout is pointed at /dev/null so the interpreter's final flush cannot raise."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe

@@ -400,7 +400,9 @@ def compare(archs: list[str] | str, data: str | Path, budget: str | Budget,
 def cli(argv: list[str]) -> int:
     """lmforge compare --archs A,B,... --data PATH --budget 5m|2M-tokens --params 1M --out DIR"""
     parser = argparse.ArgumentParser(
-        prog="lmforge compare",
+        prog="lmforge compare", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lmforge compare --archs gpt,lstm --budget 2m --params 1M --out runs/cmp\n"
+               "  lmforge compare --archs gpt,gru --budget 2M-tokens --out runs/cmp2 lstm:train.lr=3e-3",
         description="Train several architectures on the same corpus, split, budget and "
                     "parameter count; write compare.csv, compare.png and one run per arch. "
                     "Trailing key=value pairs override every arch's config, ARCH:key=value "

@@ -23,7 +23,11 @@ def cli(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: lmforge finetune {{{','.join(finetune_tasks())}}} [options]  (add --help for each)\n"
               "config keys (key=value overrides): `lmforge config keys train|model|data`, "
-              "`lmforge config keys task.KIND`, or docs/config.md")
+              "`lmforge config keys task.KIND`, or docs/config.md\n\n"
+              "examples:\n  lmforge finetune classify --data data/sst2 --base runs/encoder --out runs/sst\n"
+              "  lmforge finetune sft --base runs/smollm2 --data chats.jsonl --out runs/smol-sft\n"
+              "  lmforge finetune seq2seq --data data/pairs --task translate --out runs/mt\n"
+              "  lmforge finetune seq2seq --resume runs/mt train.max_steps=4000")
         return 0 if argv else 2
     kind, rest = argv[0], argv[1:]
     return int(resolve(finetune_spec(kind).finetune).finetune_cli(rest) or 0)

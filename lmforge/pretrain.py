@@ -21,7 +21,7 @@ from .config import Config, ConfigError
 from .memory.check import check_fits
 from .models.build import build_model, count_parameters
 from .nn.lora import has_lora, mark_only_lora_trainable
-from .recipes.scaffold import RunDir, prepare_tokenizer, resume_config, validate_config  # noqa: F401
+from .recipes.scaffold import RunDir, check_steps, prepare_tokenizer, resume_config, validate_config  # noqa: F401
 from .tasks.registry import pretrain_task
 from .train import distributed
 from .train.checkpoint import TRAINER_STATE, load_weights
@@ -40,6 +40,7 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
     tcfg = cfg.train
     pretrain_task(cfg.model.head)  # a head that cannot be pretrained is refused up front
     validate_config(cfg)
+    check_steps(cfg)
     info = distributed.setup(tcfg.device)
     log = log if info.rank == 0 else _quiet  # one voice under torchrun
     if not resume and (Path(cfg.out) / TRAINER_STATE).exists():  # the CLI checks first, in flags
@@ -57,6 +58,7 @@ def pretrain(config: Config, resume: bool = False, log: Callable[[str], Any] = p
             corpus = tokenize_corpus(files, tokenizer, cfg.data.val_fraction, cache_dir=cache_dir,
                                      text_field=cfg.data.text_field, errors=cfg.data.errors,
                                      progress=tcfg.progress and info.rank == 0)
+        _warn_unknown(tokenizer, corpus, files, cfg, log)
         cfg.model.vocab_size = tokenizer.vocab_size
         if tokenizer.pad_id is not None:
             cfg.model.pad_id = tokenizer.pad_id
@@ -120,6 +122,24 @@ def _shared_tokenizer(cfg: Config, files: list[Path], run_dir: Path, resume: boo
 
 def _quiet(*args: Any, **kwargs: Any) -> None:
     pass
+
+
+def _warn_unknown(tokenizer: Any, corpus: Any, files: list, cfg: Config, log: Callable) -> None:
+    """Warn once when the corpus encodes to <unk> (text the base tokenizer never saw): count
+    from the token ids, examples from the first characters of the text."""
+    from .data.corpus import iter_documents
+    from .tokenizers.unknown import unknown_characters
+
+    unk = tokenizer.unk_id
+    if unk is None:
+        return
+    count = int((corpus.train == unk).sum() + (corpus.val == unk).sum())
+    if count:
+        _, chars = unknown_characters(tokenizer, iter_documents(files, cfg.data.text_field,
+                                                                cfg.data.errors))
+        shown = ", ".join(repr(c) for c in chars) or "(whole words)"
+        log(f"warning: {count:,} token(s) of the training text are unknown to the tokenizer and "
+            f"become <unk> (e.g. {shown}); the model learns nothing from them")
 
 
 class _CallableModule(types.ModuleType):

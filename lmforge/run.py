@@ -147,6 +147,10 @@ def load_run(path: str | Path, device: str = "auto", weights: str = "best") -> R
     model_config = read_model_config(path)
     config = read_run_config(path) if (path / CONFIG).is_file() else None
     tokenizer = load_tokenizer(path / TOKENIZER)
+    if tokenizer.vocab_size > model_config.vocab_size:  # its ids would index past the embedding
+        raise ConfigError(f"{path / TOKENIZER}: the tokenizer has {tokenizer.vocab_size} tokens but "
+                          f"the model's embedding ({MODEL_CONFIG}) has {model_config.vocab_size}; "
+                          "the tokenizer was replaced: restore the run's own tokenizer.json")
     model = build_model(model_config)
     load_weights(model, weights_path(path, weights))
     model.to(pick_device(device)).eval()

@@ -58,7 +58,7 @@ def train_tiny(recipe: Path, data: Path, out: Path) -> None:
 
 @pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_evaluate_split_test_on_every_recipes_run(recipe, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("lmforge.train.loop._plot", lambda run_dir: None)
+    monkeypatch.setattr("lmforge.train.loop.plot_metrics", lambda run_dir: None)
     data = make_data(tmp_path / "data")
     run = tmp_path / "run"
     train_tiny(recipe, data, run)

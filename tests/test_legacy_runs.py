@@ -61,7 +61,7 @@ def legacy_outcomes(tmp_path: Path) -> dict:
 
 @pytest.fixture
 def no_plots(monkeypatch):
-    monkeypatch.setattr("lmforge.train.loop._plot", lambda run_dir: None)
+    monkeypatch.setattr("lmforge.train.loop.plot_metrics", lambda run_dir: None)
 
 
 def test_legacy_runs_load_generate_resume_as_before(tmp_path, no_plots):

@@ -60,6 +60,9 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
     (EXPORTERS: gpt as GPT-2, bert as BERT, llama as Llama, Mistral, Qwen2 or Qwen3)."""
     from ..run import load_run
 
+    from ..outputs import check_output
+
+    check_output(out, inputs=[run_dir], folder=True)  # never into a run (its own or another)
     run = load_run(run_dir, device="cpu")
     cfg = run.model_config
     if cfg.arch not in EXPORTERS:
@@ -73,8 +76,9 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
 
         template = read_chat_template(Path(run_dir), read_hints(Path(run_dir))[1])
         tok_config = run_tokenizer_config(run.tokenizer, template, cfg.max_len)
-    out = hf_io.prepare_out(out, "Hugging Face export", force)
-    return hf_io.write_hf_folder(out, hf_config, state, run.tokenizer, cfg.max_len, tok_config)
+    return hf_io.write_folder_whole(out, "Hugging Face export", "config.json", force, lambda folder:
+                                    hf_io.write_hf_folder(folder, hf_config, state, run.tokenizer,
+                                                          cfg.max_len, tok_config))
 
 
 def resolve_base(path: str | Path, log: Any = print) -> Path:
@@ -100,9 +104,10 @@ def resolve_base(path: str | Path, log: Any = print) -> Path:
 def cli(argv: list[str]) -> int:
     """lmforge convert from-hf PATH --out RUN | to-hf RUN --out DIR"""
     parser = argparse.ArgumentParser(
-        prog="lmforge convert",
+        prog="lmforge convert", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n" + __doc__.split("\n\n")[1],
         description="Convert Hugging Face GPT-2 / BERT / Llama / Mistral / Qwen2 / Qwen3 "
-                    "checkpoints to lmforge runs and back. "
+                    "checkpoints and GGUF files to lmforge runs and back. "
                     "Only local folders are read; nothing is downloaded.")
     sub = parser.add_subparsers(dest="direction", required=True)
     p_in = sub.add_parser("from-hf", help="HF folder (config.json + weights + tokenizer) -> run")

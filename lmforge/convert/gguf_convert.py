@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import ConfigError, ModelConfig
 from ..models.build import build_model
+from ..run import MODEL_CONFIG
 from . import hf_io
 from .gguf_read import read_gguf
 
@@ -47,10 +48,14 @@ def import_gguf(path: str | Path) -> tuple[nn.Module, Any, ModelConfig, dict[str
 
 def from_gguf(path: str | Path, out: str | Path, force: bool = False, log: Any = print) -> Path:
     """Convert a GGUF file into the lmforge run directory `out`."""
+    out = Path(out)
+    if hf_io.holds_run(out) and not force:  # refused before the (slow) import
+        raise ConfigError(f"{out} already holds a run ({MODEL_CONFIG}); choose another --out "
+                          "or pass --force to replace it")
     model, tokenizer, cfg, info = import_gguf(path)
-    out = hf_io.prepare_out(out, "run", force)
-    hf_io.write_run(out, model, cfg, tokenizer, info)
-    return out
+    # --force replaces the run whole: nothing of the old run survives beside the new weights
+    return hf_io.write_folder_whole(out, "run", MODEL_CONFIG, force, lambda staging: hf_io.write_run(
+        staging, model, cfg, tokenizer, info, final=out))
 
 
 def to_gguf(run: str | Path, out: str | Path, dtype: str = "f16", force: bool = False) -> Path:

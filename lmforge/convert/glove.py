@@ -127,8 +127,8 @@ def train_glove(
     and are passed line by line to `log_fn` (default: the module logger).
     """
     emit = log_fn or log.info
-    if dim < 1 or epochs < 0 or batch_size < 1:
-        raise ValueError(f"need dim >= 1, epochs >= 0, batch_size >= 1; got {dim}, {epochs}, {batch_size}")
+    if dim < 1 or epochs < 1 or batch_size < 1:  # 0 epochs would save the random start as vectors
+        raise ValueError(f"need dim >= 1, epochs >= 1, batch_size >= 1; got {dim}, {epochs}, {batch_size}")
     if _paths(corpus) is None and iter(corpus) is corpus:
         corpus = list(corpus)  # a one-shot iterator: the vocabulary pass would consume it
 
@@ -203,7 +203,12 @@ def _print_table(title: str, rows: list[tuple[str, float]]) -> None:
 
 def cli(argv: list[str]) -> int:
     """`lmforge glove train|nearest|analogy ...`; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="lmforge glove", description="Train GloVe vectors and query them.")
+    parser = argparse.ArgumentParser(
+        prog="lmforge glove", description="Train GloVe vectors and query them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lmforge glove train --data corpus.txt --out vectors.txt --dim 50\n"
+               "  lmforge glove nearest vectors.txt king queen -k 5\n"
+               "  lmforge glove analogy vectors.txt man king woman")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train GloVe vectors on text files")
@@ -239,6 +244,9 @@ def cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
+            from ..outputs import check_output
+
+            check_output(args.out, inputs=args.data)  # the corpus is never replaced by vectors
             vecs = train_glove(
                 [Path(d) for d in args.data], dim=args.dim, window=args.window, min_count=args.min_count,
                 max_vocab=args.max_vocab, epochs=args.epochs, x_max=args.x_max, alpha=args.alpha, lr=args.lr,

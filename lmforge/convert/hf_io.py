@@ -13,6 +13,7 @@ from safetensors only (`SAFETENSORS_ONLY` in hf_llama): a pickle-only one is ref
 from __future__ import annotations
 
 import json
+import shutil
 import re
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from torch import nn
 from ..config import Config, ConfigError, ModelConfig, TokenizerConfig, save_config
 from ..files import as_umask_allows
 from ..models.build import build_model
+from ..outputs import holds_run, replace_dir, same_path, staging_dir
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER
 from ..train.checkpoint import WEIGHTS, CheckpointError, atomic_write_text, save_weights
 
@@ -208,29 +210,41 @@ def load_exact(model: nn.Module, state: dict[str, torch.Tensor], may_stay_fresh:
 # --------------------------------------------------------------------------- writing a run
 
 
-def prepare_out(out: str | Path, what: str, force: bool = False) -> Path:
-    """Create `out`, refusing to write over an existing run / export unless `force`."""
+def write_folder_whole(out: str | Path, what: str, marker: str, force: bool,
+                       write: Any) -> Path:
+    """Fill `out` through `write(folder)`, replacing an existing `what` (recognised by
+    `marker`) only with `force`, and then whole: the new folder is written aside and renamed
+    into place, so nothing of the old one survives beside the new files. A folder that holds
+    something else is never replaced."""
     out = Path(out)
-    marker = MODEL_CONFIG if what == "run" else "config.json"
-    if (out / marker).exists() and not force:
-        raise ConfigError(f"{out} already holds a {what} ({marker}); choose another --out "
-                          "or pass --force to overwrite it")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / marker).exists() and not force:
+        raise ConfigError(f"{out} already holds a {what} ({marker}); choose another --out "
+                          "or pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        raise ConfigError(f"--out {out} exists and does not hold a {what}; --force replaces a "
+                          f"{what} only: choose another --out")
+    staging = staging_dir(out)
+    try:
+        write(staging)
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
 def write_run(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer: Any,
-              source: dict[str, Any]) -> Path:
+              source: dict[str, Any], final: Path | None = None) -> Path:
     """An ordinary lmforge run folder: config.yaml, model_config.json, tokenizer.json,
-    model.safetensors (and source.json saying where it came from)."""
+    model.safetensors (and source.json saying where it came from). `final`: where the folder
+    will live when `out` is a staging folder (the config names the tokenizer there)."""
     tokenizer.save(out / TOKENIZER)
     save_weights(model, out / WEIGHTS, metadata={"converted_from": str(source.get("path", ""))})
     # the tokenizer is fixed by the checkpoint: further training on new text reuses it
     run_cfg = Config(model=cfg, tokenizer=TokenizerConfig(kind="wordpiece" if cfg.arch == "bert" else
-                                                          "bpe", path=str(out / TOKENIZER)),
-                     out=str(out))
+                                                          "bpe", path=str((final or out) / TOKENIZER)),
+                     out=str(final or out))
     if "tokenizer_config" in source:  # an LLM's chat template, BOS/EOS rules (contract: LLM_GROUP.md)
         atomic_write_text(out / "tokenizer_config.json",
                           json.dumps(source.pop("tokenizer_config"), indent=2, ensure_ascii=False))
@@ -282,9 +296,18 @@ def import_folder(folder: str | Path, family: Any) -> tuple[nn.Module, Any, Mode
 def from_hf_folder(folder: str | Path, out: str | Path, family: Any, force: bool = False,
                    log: Any = print) -> Path:
     """Convert a HF folder of `family` into the run directory `out`."""
+    out = Path(out)
+    if same_path(out, folder):
+        raise ConfigError(f"--out {out} is the checkpoint folder being converted; no command "
+                          "writes over its own input: choose another --out")
+    if holds_run(out) and not force:  # refused before the (slow) import
+        raise ConfigError(f"{out} already holds a run ({MODEL_CONFIG}); choose another --out "
+                          "or pass --force to replace it")
     model, tokenizer, cfg, info = import_folder(folder, family)
-    out = prepare_out(out, "run", force)
-    write_run(out, model, cfg, tokenizer, info)
+    # --force replaces the run whole: no trainer_state.pt or best.safetensors of the old run
+    # survives beside the new weights
+    write_folder_whole(out, "run", MODEL_CONFIG, force,
+                       lambda staging: write_run(staging, model, cfg, tokenizer, info, final=out))
     if info["fresh_tensors"]:
         log(f"note: {len(info['fresh_tensors'])} tensors are not in the checkpoint and start "
             f"fresh ({family.describe_fresh(info['fresh_tensors'])}); fine-tune before relying on them")

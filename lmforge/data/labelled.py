@@ -114,15 +114,28 @@ def _check_label_field(path: Path, fields: Sequence[str], label_field: str) -> N
 def _read_delimited(path: Path, text: str, fmt: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, fields) rows of a TSV / CSV text; mixed delimiters are an error."""
     delimiter, other = ("\t", ",") if fmt == "tsv" else (",", "\t")
-    names = {"\t": "tabs", ",": "commas"}
     # TSV: no quoting at all (GLUE files contain stray quote characters); CSV: RFC 4180 quotes
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    # the whole file is in memory already: a field may be as long as the file (the csv
+    # module's default limit of 128 KB would stop on one long document)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
     raw_lines = text.splitlines()
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise ConfigError(f"{path}: the file is empty") from None
+    except csv.Error as err:
+        raise ConfigError(f"{path} line 1: not valid {fmt.upper()} ({err})") from None
+    try:
+        return header, _delimited_rows(path, reader, header, raw_lines, fmt, delimiter, other)
+    except csv.Error as err:
+        raise ConfigError(f"{path} line {reader.line_num}: not valid {fmt.upper()} ({err})") from None
+
+
+def _delimited_rows(path: Path, reader: Any, header: list[str], raw_lines: list[str], fmt: str,
+                    delimiter: str, other: str) -> list[tuple[int, list[str]]]:
+    names = {"\t": "tabs", ",": "commas"}
     if len(header) == 1 and other in raw_lines[0]:
         raise ConfigError(f"{path}: the header has no {names[delimiter]} but has {names[other]}: "
                           f"this {fmt.upper()} file looks {'comma' if other == ',' else 'tab'}-separated "
@@ -142,7 +155,7 @@ def _read_delimited(path: Path, text: str, fmt: str) -> tuple[list[str], list[tu
             raise ConfigError(f"{path} line {line_no}: {len(fields)} fields, the header has "
                               f"{len(header)} ({', '.join(header)}){hint}")
         rows.append((line_no, fields))
-    return header, rows
+    return rows
 
 
 def _read_jsonl(path: Path, text: str, text_field: str | None,
@@ -326,6 +339,9 @@ class LabelMap:
                 raise ConfigError(f"{source}: labels {extra[:10]} are not among the declared "
                                   f"labels {list(declared)}")
             return cls(declared)
+        if len(seen) < 2:  # a classifier of one class learns nothing (its loss is 0 at once)
+            raise ConfigError(f"{source}: every example has the label {sorted(seen)[0]!r}; a "
+                              "classifier needs at least two labels" if seen else f"{source}: no labels")
         return cls(sorted(seen, key=_label_sort_key))
 
     def __len__(self) -> int:

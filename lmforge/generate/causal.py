@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .sampling import DecodeOptions, RowRandom, full_precision
+from .sampling import DecodeOptions, RowRandom, check_token_budget, full_precision
 from .search import Hypothesis, StepFn, beam_search, sample_loop
 
 
@@ -218,6 +218,7 @@ def start_decoding(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_t
     rows = [[int(i) for i in p] for p in prompts]
     if not rows or min(len(r) for r in rows) == 0:
         raise ValueError("every prompt must hold at least one token (use the <eos>/<bos> id)")
+    check_token_budget(len(rows), max(len(r) for r in rows), max_new_tokens)
     if not use_cache:
         return _recompute_decoding(model, rows, max_new_tokens)
     if model.backbone.kv_cache:

@@ -42,7 +42,9 @@ def read_prompts(path: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `lmforge generate`."""
-    p = argparse.ArgumentParser(prog="lmforge generate", description="Generate text from a run.")
+    p = argparse.ArgumentParser(prog="lmforge generate", description="Generate text from a run.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:" + __doc__.split("line.", 1)[1])
     p.add_argument("run", help="run directory")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default="", help="text to continue ('' = start a new document)")
@@ -100,6 +102,9 @@ def cli(argv: list[str]) -> int:
         raise ValueError(f"{args.run}: a {read_model_config(args.run).head} run does not generate "
                          "text; generation needs a causal language model (head causal_lm)")
     run = load_run(args.run, device=args.device, weights=args.weights)
+    from ..tokenizers.unknown import warn_unknown
+
+    warn_unknown(run.tokenizer, prompts, "the prompt", lambda line: print(f"lmforge: {line}", file=sys.stderr))
     if args.chat:
         return _chat(run, prompts, options, args.system, args.stream)
     many = len(prompts) * options.num_samples > 1

@@ -83,8 +83,8 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
 def check_sampling_args(temperature: float, top_k: int, top_p: float, max_new_tokens: int,
                         min_p: float = 0.0, repetition_penalty: float = 1.0) -> None:
     """Raise a one-line ValueError for sampling settings out of range."""
-    if not temperature >= 0:  # also catches NaN
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 <= temperature < float("inf"):  # also catches NaN
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not 0.0 < top_p <= 1.0:
@@ -95,6 +95,23 @@ def check_sampling_args(temperature: float, top_k: int, top_p: float, max_new_to
         raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
+def check_token_budget(rows: int, prompt_len: int, max_new_tokens: int) -> None:
+    """Refuse a length whose token buffers (int64 history, ids and their Python lists: about
+    64 bytes per token and row) would not fit in the free memory, before allocating them."""
+    import os
+
+    need = 64 * rows * (prompt_len + max_new_tokens)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
+        return
+    if need > free // 2:
+        cap = max(free // 2 // (64 * rows) - prompt_len, 0)
+        raise ValueError(f"max_new_tokens={max_new_tokens} for {rows} row(s) needs about "
+                         f"{need / 2**30:.1f} GiB of token buffers, more than half of the "
+                         f"{free / 2**30:.1f} GiB free; ask for at most {cap} new tokens")
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -50,6 +50,8 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"train.optimizer={t.optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
     if not t.lr > 0:
         raise ConfigError(f"train.lr must be positive, got {t.lr}")
+    if t.max_steps < 0:
+        raise ConfigError(f"train.max_steps must be positive, got {t.max_steps}")
     for name in ("log_every", "eval_batches"):
         if getattr(t, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
@@ -59,8 +61,8 @@ def validate_config(cfg: Config) -> None:
             raise ConfigError(f"train.{name} must be >= 0, got {getattr(t, name)}")
     try:
         device = pick_device(t.device)
-    except RuntimeError as err:  # torch refuses the name itself ("cuda:x", "gpu", ...)
-        raise ConfigError(f"train.device={t.device!r} is not a device ({err})") from None
+    except (RuntimeError, ConfigError) as err:  # torch refuses the name itself ("cuda:x", "gpu", ...)
+        raise ConfigError(f"train.device={t.device!r}: {err}") from None
     if device.type == "cuda" and not _cuda_available():
         raise ConfigError(f"train.device={t.device} but this machine has no CUDA device; "
                           "use train.device=auto or cpu")
@@ -69,6 +71,14 @@ def validate_config(cfg: Config) -> None:
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision=fp16 needs a CUDA device (a gradient scaler); this "
                           f"run is on {device.type}, use bf16")
+
+
+def check_steps(cfg: Config) -> None:
+    """A run of no steps would leave no weights: refused (pretrain checks it up front; recipes
+    that derive max_steps from epochs are checked by `RunDir.start`)."""
+    if cfg.train.max_steps <= 0:
+        raise ConfigError(f"train.max_steps must be positive, got {cfg.train.max_steps} (a run of "
+                          "no steps would leave no weights)")
 
 
 def _cuda_available() -> bool:
@@ -180,7 +190,7 @@ class RunDir:
             if not (p / WEIGHTS).is_file():
                 raise CheckpointError(f"--resume {p}: no {WEIGHTS} there")
             self.resume_step = int(state["step"])
-        elif any((p / name).exists() for name in RUN_MARKERS):
+        elif any((p / name).exists() for name in RUN_MARKERS) and not killed_before_checkpoint(p):
             raise ConfigError(f"{p} already holds a run; resume it with --resume {p} "
                               "or choose another --out")
 
@@ -214,6 +224,7 @@ class RunDir:
                 f"(train.max_steps={cfg.train.max_steps}); nothing to do, no file changed "
                 f"(raise train.max_steps to continue)")
             return FinishedRun(self.resume_step, load_trainer_state(self.path).get("elapsed", 0.0))
+        check_steps(cfg)  # recipes that count epochs have set max_steps by now
         trainer = (trainer_cls or Trainer)(task, cfg.train, self.path, resume=self.resume, log=log)
         if self.writer:
             self.write(CONFIG, lambda path: save_config(cfg, path))
@@ -312,6 +323,15 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def killed_before_checkpoint(run_dir: Path) -> bool:
+    """True for what a command killed (kill -9, power loss) before its first checkpoint leaves:
+    its config files and a lock of a dead process, but no weights and no trainer state. There
+    is nothing to resume and nothing trained to lose, so a new run may start there."""
+    holder = _holder(run_dir / LOCK)
+    return (holder is not None and not _alive(holder) and not (run_dir / TRAINER_STATE).exists()
+            and not (run_dir / WEIGHTS).exists())
 
 
 def remove_orphan_tmp(run_dir: Path) -> list[Path]:

@@ -245,6 +245,10 @@ def _finetune_in(run: RunDir, cfg: Config, opts: ClassifyOptions, user_model: di
     labels = LabelMap(label_names)
     if info.enabled:
         tokenizer = Tokenizer.from_json(tokenizer)
+    if base_dir is not None and not resume:  # the base's tokenizer may not know this text
+        from ..tokenizers.unknown import warn_unknown
+
+        warn_unknown(tokenizer, train.texts, "the training texts", log)
     max_len = opts.max_len or cfg.model.max_len
     if backbone_spec(cfg.model.arch).positional and max_len > cfg.model.max_len:
         raise ConfigError(f"task.max_len={max_len} exceeds model.max_len={cfg.model.max_len} "

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import ConfigError, save_config
+from ..outputs import eval_stem
 from ..data.labelled import (
     LABELS_FILE,
     LabelledBatches,
@@ -112,16 +113,34 @@ def evaluate_cli(argv: list[str]) -> int:
     args = p.parse_args(argv)
     clf = TextClassifier.load(args.run, device=args.device, weights=args.weights)
     path = evaluation_file(args.data, args.split)
-    out = Path(args.out) if args.out else Path(args.run) / "eval" / path.stem
+    # RUN/eval/<dataset>-<split>: two data sets with a test split keep their own outputs
+    dataset = args.data if Path(args.data).is_dir() else path.parent
+    out = Path(args.out) if args.out else Path(args.run) / "eval" / eval_stem(dataset, path.stem)
     report = clf.evaluate(path, args.text_field, args.label_field, out_dir=out)
     print(format_report(report))
     print(f"wrote {out / 'scores.json'}, {out / 'confusion.png'}, {out / 'predictions.tsv'}")
     return 0
 
 
+def _read_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file; a missing or binary file is one error naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"--file {path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--file {path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                          "give a text file, one input per line") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--file {path} is a folder; give a text file, one input per line") from None
+
+
 def predict_cli(argv: list[str]) -> int:
     """lmforge predict RUN TEXT... : the label and its probability for each text."""
-    p = argparse.ArgumentParser(prog="lmforge predict", description="Classify texts with a classifier run.")
+    p = argparse.ArgumentParser(prog="lmforge predict", description="Classify texts with a classifier run.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  lmforge predict runs/sst \"a gripping, funny film\"\n"
+                                       "  lmforge predict runs/sst --file reviews.txt --json | head")
     p.add_argument("run", help="classifier run directory")
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", help="classify each line of this file (- = stdin)")
@@ -130,8 +149,7 @@ def predict_cli(argv: list[str]) -> int:
     args = p.parse_intermixed_args(argv)  # texts and options in any order
     texts = list(args.texts)
     if args.file:
-        lines = sys.stdin.read().splitlines() if args.file == "-" else \
-            Path(args.file).read_text(encoding="utf-8").splitlines()
+        lines = sys.stdin.read().splitlines() if args.file == "-" else _read_lines(args.file)
         texts += [line for line in lines if line.strip()]
     if not texts:
         p.error("give texts to classify (or --file)")

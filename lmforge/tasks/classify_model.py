@@ -41,10 +41,10 @@ def keras_init(model: nn.Module) -> None:
 
 def load_base_backbone(backbone: nn.Module, base: Path) -> int:
     """Copy a pretrained run's `backbone.*` weights into `backbone` (its head is dropped)."""
-    from safetensors.torch import load_file
+    from ..train.checkpoint import load_state
 
     path = weights_path(base)
-    state = {k[len("backbone."):]: v for k, v in load_file(str(path)).items()
+    state = {k[len("backbone."):]: v for k, v in load_state(path).items()
              if k.startswith("backbone.")}
     own = backbone.state_dict()
     for name, tensor in state.items():

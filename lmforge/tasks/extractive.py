@@ -58,14 +58,14 @@ def _tokenizer_and_base(cfg: Config, opts: ExtractiveOptions, train: ParallelSpl
     if resume:
         return load_tokenizer(run_dir / TOKENIZER), None
     if opts.base:
-        from safetensors.torch import load_file
+        from ..train.checkpoint import load_state
 
         base = Path(opts.base)
         base_cfg = read_model_config(base)
         keep = {f: getattr(cfg.model, f) for f in ("head", "pooling", "dropout", "extra")}
         cfg.model = dataclasses.replace(base_cfg, **keep)
         weights = weights_path(base)
-        state = {k[len("backbone."):]: v for k, v in load_file(str(weights)).items()
+        state = {k[len("backbone."):]: v for k, v in load_state(weights).items()
                  if k.startswith("backbone.")}
         log(f"sentence encoder starts from {base} ({base_cfg.arch}, {len(state)} tensors)")
         return load_tokenizer(base / TOKENIZER), state

@@ -14,6 +14,7 @@ from ..data.parallel import ParallelSplit, read_split
 from ..eval.metrics import rouge
 from ..models.extractive import SentenceScorer, build_extractive
 from ..run import TOKENIZER, read_model_config, read_run_config, weights_path
+from ..outputs import eval_stem
 from ..train.checkpoint import atomic_write_text, load_weights
 from ..train.runtime import pick_device
 from .extractive_task import (
@@ -82,13 +83,14 @@ def evaluate(run: ExtractiveRun | str | Path, data: str | Path, split: str = "te
     result = {"split": split, "examples": n, **multi, **{f"{k}_first_ref": v for k, v in first.items()}}
     out_dir = Path(out_dir) if out_dir else run.path / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+    stem = eval_stem(data, split)  # the data set's name too: two `test` splits never collide
+    with open(out_dir / f"{stem}.jsonl", "w", encoding="utf-8") as fh:
         for s, h, r in zip(sources, hyps, refs):
             per = {k: round(v, 2) for k, v in rouge([h], [r]).items()}
             fh.write(json.dumps({"source": s, "hypothesis": h, "references": r, **per},
                                 ensure_ascii=False) + "\n")
-    atomic_write_text(out_dir / f"{split}.scores.json", json.dumps(result, indent=2))
-    result["outputs"] = str(out_dir / f"{split}.jsonl")
+    atomic_write_text(out_dir / f"{stem}.scores.json", json.dumps(result, indent=2))
+    result["outputs"] = str(out_dir / f"{stem}.jsonl")
     return result
 
 

@@ -118,7 +118,7 @@ def _read_splits(cfg: Config, opts: TaskOptions, log: Callable) -> tuple[Paralle
 
 def _apply_decoder_init(cfg: Config, opts: TaskOptions, log: Callable) -> tuple[Any, dict]:
     """Match the model to a pretrained GPT run and return (its tokenizer, its weights)."""
-    from safetensors.torch import load_file
+    from ..train.checkpoint import load_state
 
     from ..tokenizers import load_tokenizer
 
@@ -137,7 +137,7 @@ def _apply_decoder_init(cfg: Config, opts: TaskOptions, log: Callable) -> tuple[
     weights = weights_path(run)
     log(f"decoder starts from {run} ({gpt.n_layers} blocks, d_model {gpt.d_model}); its tokenizer "
         "is the joint vocabulary")
-    return load_tokenizer(run / TOKENIZER), load_file(str(weights))
+    return load_tokenizer(run / TOKENIZER), load_state(weights)
 
 
 def finetune(task: str = "translate", data: str | Path = "", src: str = "", tgt: str = "",

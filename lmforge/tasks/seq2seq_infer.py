@@ -16,6 +16,7 @@ from ..data.parallel import encode_sources, read_split
 from ..eval.metrics import rouge
 from ..models.build import build_model
 from ..run import CONFIG, read_model_config, read_run_config, weights_path
+from ..outputs import eval_stem
 from ..train.checkpoint import (
     atomic_write_text,
     load_weights,
@@ -122,12 +123,13 @@ def evaluate(run: Seq2SeqRun | str | Path, data: str | Path, split: str = "test"
         result.update({f"{k}_first_ref": v for k, v in first.items()})
     out_dir = Path(out_dir) if out_dir else run.path / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+    stem = eval_stem(data, split)  # the data set's name too: two `test` splits never collide
+    with open(out_dir / f"{stem}.jsonl", "w", encoding="utf-8") as fh:
         for src_text, hyp, ref in zip(sources, hyps, refs):
             fh.write(json.dumps({"source": src_text, "hypothesis": hyp, "references": ref,
                                  **_example_scores(o.kind, hyp, ref)}, ensure_ascii=False) + "\n")
-    atomic_write_text(out_dir / f"{split}.scores.json", json.dumps(result, indent=2))
-    result["outputs"] = str(out_dir / f"{split}.jsonl")
+    atomic_write_text(out_dir / f"{stem}.scores.json", json.dumps(result, indent=2))
+    result["outputs"] = str(out_dir / f"{stem}.jsonl")
     return result
 
 

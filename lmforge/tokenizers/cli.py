@@ -18,7 +18,9 @@ from .train import train_tokenizer
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lmforge tokenizer", description="Train, inspect and use tokenizers.")
+    p = argparse.ArgumentParser(prog="lmforge tokenizer", description="Train, inspect and use tokenizers.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:" + __doc__.split("info`.", 1)[1])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a tokenizer on a corpus and save tokenizer.json")
@@ -51,8 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from ..data.corpus import corpus_texts_for_training, resolve_corpus_files
+    from ..outputs import check_output
 
     files = resolve_corpus_files(args.data)
+    check_output(args.out, inputs=files)  # not over the corpus, not into a run's tokenizer
     texts = corpus_texts_for_training(files, args.text_field, args.errors, args.max_chars)
     start = time.perf_counter()
     tok = train_tokenizer(

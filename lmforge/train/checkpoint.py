@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..io import atomic_write_text  # noqa: F401  (re-exported: writers of run files import it here)
 from ..files import as_umask_allows
+from .weights_file import DiskFull, is_disk_full, verify_weights, write_safetensors
 
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
@@ -63,8 +64,26 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     """Atomically write the model's weights to a safetensors file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(model_state(model), str(tmp), metadata=metadata or {})
-    _fsync_replace(tmp, path)
+    try:
+        write_safetensors(model_state(model), tmp, metadata=metadata)
+        _fsync_replace(tmp, path)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise DiskFull(f"disk full while writing {path}; "
+                           + ("the previous file is intact" if path.exists() else "nothing was written")
+                           + " (free some space and run the command again)") from None
+        raise
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after checking the SHA-256 it recorded (files written
+    before lmforge recorded one load unchecked)."""
+    verify_weights(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupted or truncated weights file ({err})") from None
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> None:
@@ -72,10 +91,7 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> Non
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no weights file")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: corrupted or truncated weights file ({err})") from None
+    state = load_state(path)
     own = model.state_dict()
     for name, tensor in state.items():
         if name in own and own[name].shape != tensor.shape:
@@ -102,11 +118,30 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, trainer_state: dict[s
     run_dir = Path(run_dir)
     weights_tmp = run_dir / (WEIGHTS + ".tmp")
     state_tmp = run_dir / (TRAINER_STATE + ".tmp")
-    save_file(model_state(model), str(weights_tmp), metadata={"step": str(trainer_state["step"])})
-    trainer_state = dict(trainer_state, weights_sha256=_sha256(weights_tmp))
-    torch.save(trainer_state, state_tmp)
+    try:
+        write_safetensors(model_state(model), weights_tmp, metadata={"step": str(trainer_state["step"])})
+        trainer_state = dict(trainer_state, weights_sha256=_sha256(weights_tmp))
+        torch.save(trainer_state, state_tmp)
+    except Exception as err:
+        # nothing was renamed yet: the previous checkpoint is whole; free the disk again
+        weights_tmp.unlink(missing_ok=True)
+        state_tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise DiskFull(f"disk full while writing the checkpoint of step {trainer_state['step']} "
+                           f"in {run_dir}; {_intact(run_dir)}") from None
+        raise
     _fsync_replace(state_tmp, run_dir / TRAINER_STATE)
     _fsync_replace(weights_tmp, run_dir / WEIGHTS)
+
+
+def _intact(run_dir: Path) -> str:
+    """What a failed checkpoint left: the previous one (named by its step), or none."""
+    try:
+        step = torch.load(run_dir / TRAINER_STATE, map_location="cpu", weights_only=True)["step"]
+    except Exception:
+        return "there is no earlier checkpoint (free some space and start again)"
+    return (f"the checkpoint of step {step} is intact (free some space, then continue with "
+            f"--resume {run_dir})")
 
 
 def load_trainer_state(run_dir: str | Path) -> dict[str, Any]:

@@ -41,12 +41,12 @@ from . import distributed, loggers
 from . import mfu as mfu_lib
 from .activation_checkpointing import apply_memory_options
 from . import privacy as privacy_lib
-from .checkpoint import (BEST_WEIGHTS, WEIGHTS, load_trainer_state, load_weights, save_checkpoint,
-                         save_weights)
+from .checkpoint import (BEST_WEIGHTS, TRAINER_STATE, WEIGHTS, load_trainer_state, load_weights,
+                         save_checkpoint, save_weights)
 from .optim import LINE_SEARCH_OPTIMIZERS, build_optimizer
 # device, precision, RNG and metrics.csv helpers live in runtime.py (inference imports them
 # without the loop); imported here under their old names
-from .runtime import (MetricsLog, _device_peak, autocast_context, pick_device,  # noqa: F401
+from .runtime import (MetricsLog, _device_peak, plot_metrics, autocast_context, pick_device,  # noqa: F401
                       resolve_precision, rng_state, set_rng_state)
 from .progress import progress_bar
 from .schedule import lr_at
@@ -56,7 +56,16 @@ PLOT_EVERY_S = 30.0  # redraw plots/*.png at most this often during training (al
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left intact."""
+    """The loss became NaN or infinite; the last good checkpoint (if any) is left intact."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal after checkpointing; `lmforge` exits 128 + signum and
+    prints the resume command of the command that was running."""
+
+    def __init__(self, signum: int, run_dir: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.signum, self.run_dir, self.step = signum, run_dir, step
 
 
 class Trainer:
@@ -270,7 +279,7 @@ class Trainer:
         pending: list[torch.Tensor] = []  # per-step losses since the last log (on device)
         tokens_since, t_log = 0, time.perf_counter()
         last_metrics: dict[str, float] = {}
-        self._stop_requested = False
+        self._stop_requested, self._stop_signal = False, int(signal.SIGINT)
         previous = self._install_signal_handlers()
         try:
             while self.step < last_step:
@@ -317,9 +326,7 @@ class Trainer:
                     # a signal arrived during the step: the step is complete, so the
                     # checkpoint is consistent (weights, optimizer, data position, RNG)
                     self.save()
-                    self.log(f"interrupted at step {self.step}; checkpoint saved, continue with "
-                             f"`--resume {self.run_dir}` (e.g. lmforge pretrain --resume {self.run_dir})")
-                    raise KeyboardInterrupt
+                    raise Interrupted(self._stop_signal, self.run_dir, self.step)
                 if at_eval or over_budget:
                     last_metrics = self._evaluate_and_save(lr)
                     if last_metrics.get("stop"):
@@ -341,7 +348,7 @@ class Trainer:
         if not cfg.eval_every or self.step % cfg.eval_every:
             self.save()  # no evaluation at the last step: still leave a checkpoint
         if self.is_main:
-            _plot(self.run_dir)
+            plot_metrics(self.run_dir)
         final = {k: v for k, v in last_metrics.items() if k != "stop"}
         if self.best is not None:
             final[f"best_{self.task.monitor[0]}"] = self.best
@@ -357,7 +364,7 @@ class Trainer:
         def request_stop(signum, frame):
             if self._stop_requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._stop_requested, self._stop_signal = True, signum
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -378,16 +385,21 @@ class Trainer:
         if len(bad):
             step = self.step - len(losses) + int(bad[0]) + 1
             raise TrainingDiverged(
-                f"loss became {values[bad[0]].item()} at step {step}; stopped, the last good "
-                f"checkpoint in {self.run_dir} is intact (try a lower train.lr or train.grad_clip)")
+                f"loss became {values[bad[0]].item()} at step {step}; stopped, "
+                f"{self._what_is_intact()} (try a lower train.lr or train.grad_clip)")
         return values.mean().item()
+
+    def _what_is_intact(self) -> str:
+        if (self.run_dir / TRAINER_STATE).is_file():
+            return f"the last good checkpoint in {self.run_dir} is intact"
+        return "no checkpoint had been written yet, so there is nothing to resume"
 
     def _evaluate_and_save(self, lr: float) -> dict[str, Any]:
         metrics = self.evaluate()
         if not math.isfinite(metrics["loss"]):
             raise TrainingDiverged(
-                f"validation loss became {metrics['loss']} at step {self.step}; stopped, the last "
-                f"good checkpoint in {self.run_dir} is intact")
+                f"validation loss became {metrics['loss']} at step {self.step}; stopped, "
+                f"{self._what_is_intact()}")
         improved = self._improved(metrics)
         self.bad_evals = 0 if improved else self.bad_evals + 1
         keep = improved and getattr(self.task, "keep_best", False)
@@ -411,7 +423,7 @@ class Trainer:
         self.save()
         if self.is_main:
             if time.perf_counter() - self._last_plot > PLOT_EVERY_S:  # plotting costs ~0.5 s
-                _plot(self.run_dir)
+                plot_metrics(self.run_dir)
                 self._last_plot = time.perf_counter()
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:
             self.log(f"early stopping at step {self.step}: no improvement in "
@@ -428,14 +440,3 @@ class Trainer:
 def _restore_signal_handlers(previous: dict) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
-
-
-def _plot(run_dir: Path) -> None:
-    try:
-        from ..eval.plots import plot_metrics_csv
-    except ImportError:
-        return
-    try:
-        plot_metrics_csv(run_dir / "metrics.csv", run_dir / "plots")
-    except Exception as err:  # a plot must never kill a training run
-        print(f"warning: could not plot metrics ({err})")

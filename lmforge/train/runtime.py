@@ -26,7 +26,13 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError as err:  # "tpu", "cuda:x": torch names the valid types
+        from ..errors import ConfigError
+
+        raise ConfigError(f"device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps "
+                          f"({str(err).split(' at start')[0]})") from None
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -115,3 +121,15 @@ def _device_peak(device: torch.device, precision: str) -> float:
     except Exception as err:  # e.g. a dtype this device has no matmul for: train anyway
         print(f"warning: no matmul peak for {device} {precision} ({err}); mfu left empty")
         return 0.0
+
+
+def plot_metrics(run_dir: Path) -> None:
+    """Redraw RUN/plots/*.png from metrics.csv; a failed plot never stops training."""
+    try:
+        from ..eval.plots import plot_metrics_csv
+    except ImportError:
+        return
+    try:
+        plot_metrics_csv(run_dir / "metrics.csv", run_dir / "plots")
+    except Exception as err:  # a plot must never kill a training run
+        print(f"warning: could not plot metrics ({err})")

@@ -20,7 +20,8 @@ from lmforge.convert.hf_llama import llama_from_hf
 from lmforge.generate import DecodeOptions
 from lmforge.generate.causal import generate_tokens
 from lmforge.generate.text import encode_prompt
-from lmforge.run import load_run, resolve_base
+from lmforge.convert.cli import resolve_base
+from lmforge.run import load_run
 from lmforge.train.checkpoint import CheckpointError
 
 from .hf_helpers import MIXED_TEXT, quiet, transformers

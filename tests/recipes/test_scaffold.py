@@ -22,7 +22,7 @@ TINY = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.max_le
 
 @pytest.fixture(autouse=True)
 def no_plots(monkeypatch):
-    monkeypatch.setattr("lmforge.train.loop._plot", lambda run_dir: None)
+    monkeypatch.setattr("lmforge.train.loop.plot_metrics", lambda run_dir: None)
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -24,7 +24,7 @@ def classifier_run(tmp_path_factory):
         (folder / f"{split}.tsv").write_text(
             "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in ROWS), encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:  # the trainer's PNG curves cost seconds; not needed
-        mp.setattr("lmforge.train.loop._plot", lambda run_dir: None)
+        mp.setattr("lmforge.train.loop.plot_metrics", lambda run_dir: None)
         return finetune(folder, config=TINY, out=folder / "run", epochs=1, log=lambda *a, **k: None)
 
 

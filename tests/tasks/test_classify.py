@@ -75,7 +75,7 @@ def quiet(*args, **kwargs):
 def no_plots(monkeypatch):
     # the trainer redraws its PNG curves after every evaluation (~0.5 s each); only the
     # end-to-end test needs them
-    monkeypatch.setattr("lmforge.train.loop._plot", lambda run_dir: None)
+    monkeypatch.setattr("lmforge.train.loop.plot_metrics", lambda run_dir: None)
 
 
 # --------------------------------------------------------------------------- the head

@@ -57,9 +57,9 @@ def test_learned_copy_scores_100_through_evaluate(trained, tmp_path):
     data, run = trained
     result = evaluate(run, data, "test", beams=3, out_dir=tmp_path, log=lambda *a: None)
     assert result["bleu"] == pytest.approx(100.0) and result["chrf"] == pytest.approx(100.0)
-    rows = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / f"{data.name}-test.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and rows[0]["hypothesis"] == rows[0]["references"][0]
-    assert json.loads((tmp_path / "test.scores.json").read_text())["examples"] == 40
+    assert json.loads((tmp_path / f"{data.name}-test.scores.json").read_text())["examples"] == 40
 
 
 def test_generate_and_translate(trained):

@@ -66,7 +66,7 @@ def test_noiseless_unclipped_dp_step_equals_the_plain_step(arch, kw):
 
 @pytest.fixture
 def no_plots(monkeypatch):
-    monkeypatch.setattr("lmforge.train.loop._plot", lambda run_dir: None)
+    monkeypatch.setattr("lmforge.train.loop.plot_metrics", lambda run_dir: None)
 
 
 def test_lm_dp_run_logs_epsilon_and_resumes_exactly(tiny_corpus, tmp_path, no_plots):
