@@ -128,7 +128,10 @@ def _best_val_loss(path: str) -> float | None:
 
 
 def cli(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lmforge config",
+    p = argparse.ArgumentParser(prog="lmforge config", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  lmforge config keys train\n"
+                                       "  lmforge config show configs/translate-transformer.yaml\n"
+                                       "  lmforge config diff runs/a runs/b",
                                 description="Show a resolved config, list keys, diff two runs "
                                             "(reference: docs/config.md).")
     sub = p.add_subparsers(dest="action", required=True)

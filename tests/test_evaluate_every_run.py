@@ -47,7 +47,7 @@ def train_tiny(recipe: Path, data: Path, out: Path) -> None:
                  log=quiet)
     elif head == "classifier":
         classify.finetune(data, config=recipe, out=out, log=quiet, epochs=1,
-                          overrides=SHRINK + ["train.max_steps=0", "model.n_classes=2"])
+                          overrides=SHRINK + ["model.n_classes=2"])
     else:
         extra = ["task.max_sentences=4", "task.sentence_len=8"] if head == "extractive" else \
             ["task.eval_decode=4"]

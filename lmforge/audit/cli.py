@@ -21,11 +21,22 @@ AUDIT_COMMANDS = {
 }
 
 
+EXAMPLES = {
+    "data": ["lmforge data audit ../shared/data/sst2 --out audit/sst2",
+             "lmforge data clean corpus/ --out clean/ --pii redact --dedup near --lang en"],
+    "audit": ["lmforge audit canaries corpus.txt --out planted --count 20 --repeats 5",
+              "lmforge audit memorization runs/x --canaries planted/canaries.json",
+              "lmforge audit bias runs/sst --data reviews.tsv --group-field group"],
+}
+
+
 def _dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: lmforge {prog} {{{','.join(commands)}}} ...   (add --help for each)\n")
+        print(f"usage: lmforge {prog} {{{','.join(commands)}}} ...   (add --help for each: "
+              "its options)\n")
         for name, (_, help_) in commands.items():
             print(f"  {name:<15} {help_}")
+        print("\nexamples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[prog]))
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in commands:

@@ -18,7 +18,8 @@ RESET, EXIT = "/reset", "/exit"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="lmforge chat",
+        prog="lmforge chat", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lmforge chat runs/smollm2 --system \"You are terse.\"\n  echo \"What is the capital of France?\" | lmforge chat runs/smollm2",
         description="Chat with a run that has a chat template (e.g. one made by `lmforge convert "
                     "from-gguf`). Interactive on a terminal; with piped input each line is one "
                     "user turn and each answer is printed on its own. /reset forgets the "

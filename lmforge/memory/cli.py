@@ -40,7 +40,8 @@ def load_run_or_config(path: str, overrides: list[str]) -> Config:
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="lmforge estimate-memory",
+        prog="lmforge estimate-memory", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lmforge estimate-memory runs/smollm2 --batch 8 --seq 512 --mode lora\n  lmforge estimate-memory configs/shakespeare-char-gpt.yaml --batch 64 --seq 256 train.activation_checkpointing=true",
         description="Predict a training run's peak memory: weights, gradients, optimizer state, "
                     "activations and logits. Trailing key=value pairs override the config, e.g. "
                     "train.activation_checkpointing=true train.chunked_ce=true.")

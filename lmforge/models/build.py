@@ -50,8 +50,14 @@ def build_model(config: ModelConfig) -> nn.Module:
     if config.head not in HEADS:
         raise ConfigError(f"model.head={config.head!r} is unknown; valid: {', '.join(sorted(HEADS))}")
     if config.head in ("seq2seq", "extractive"):  # these build their own backbones
-        return _load(HEADS[config.head])(config)
-    return _load(HEADS[config.head])(build_backbone(config), config)
+        model = _load(HEADS[config.head])(config)
+    else:
+        model = _load(HEADS[config.head])(build_backbone(config), config)
+    if config.extra.get("lora"):  # a LoRA run rebuilds with its adapters (nn/lora.py)
+        from ..nn.lora import apply_lora_from_config
+
+        apply_lora_from_config(model)
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

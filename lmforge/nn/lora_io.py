@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from ..config import ConfigError
 from ..train.checkpoint import BEST_WEIGHTS, WEIGHTS
+from ..train.weights_file import verify_weights, write_safetensors
 from .lora import LoRALinear
 
 ADAPTER = "adapter.safetensors"
@@ -70,7 +71,7 @@ def save_adapter(model: nn.Module, path: str | Path, base_dir: str | Path,
     meta = {"format": "lmforge-lora", "base": str(Path(base_dir).resolve()),
             "base_sha256": base_fingerprint(base_dir), "lora": json.dumps(options)}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
+    write_safetensors(state, tmp, metadata=meta)  # records its SHA-256, checked on every load
     tmp.replace(path)
     return path
 
@@ -105,6 +106,7 @@ def check_base(path: str | Path, base_dir: str | Path) -> dict[str, str]:
 def load_adapter(model: nn.Module, path: str | Path, base_dir: str | Path) -> None:
     """Load adapter tensors into a LoRA-wrapped `model` built on `base_dir`'s weights."""
     check_base(path, base_dir)
+    verify_weights(path)  # corrupted adapter bytes: one line naming the file
     state = load_file(str(path))
     own = dict(model.named_parameters())
     missing = [k for k in own if ("lora_A" in k or "lora_B" in k) and k not in state]
@@ -139,6 +141,7 @@ def load_base_weights(model: nn.Module, base_dir_or_file: str | Path) -> int:
     src = Path(base_dir_or_file)
     path = src if src.is_file() else base_weights_file(src)
     try:
+        verify_weights(path)
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ConfigError(f"{path}: not a readable safetensors file ({err})") from None

@@ -59,7 +59,8 @@ def cli(argv: list[str]) -> int:
 
     defaults = Settings()
     parser = argparse.ArgumentParser(
-        prog="lmforge serve",
+        prog="lmforge serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lmforge serve runs/smollm2 --port 8000\n  lmforge serve runs/sst --api-key secret --cors http://localhost:3000",
         description="Serve a run over HTTP: OpenAI-compatible API, continuous batching, a chat "
                     "page at /. See docs/serve.md.")
     parser.add_argument("run", help="run directory (a language model or a classifier)")

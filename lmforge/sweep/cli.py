@@ -15,7 +15,8 @@ def cli(argv: list[str]) -> int:
         cut = argv.index("--")
         argv, task_args = argv[:cut], argv[cut + 1:]
     p = argparse.ArgumentParser(
-        prog="lmforge sweep",
+        prog="lmforge sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lmforge sweep --config configs/shakespeare-char-gpt.yaml --space sweeps/gpt-small.yaml --trials 40 --budget 2m --out sweeps/gpt1\n  lmforge sweep --resume sweeps/gpt1",
         description="Search hyperparameters with Optuna (TPE sampler, pruning of poor trials). "
                     "Each trial is an ordinary run in DIR/trials/NNNN; at the end DIR holds "
                     "sweep.csv, best.yaml and plots/. Trailing key=value pairs fix config keys "
