@@ -9,7 +9,8 @@ the same batches (lmforge's SFT pipeline on instruction data from the shared dat
 side receives the identical input / target tensors), with AdamW, gradient clipping 1.0, the
 same threads and precision. transformers + PEFT runs the plain loop everyone writes:
 `get_peft_model`, forward, cross-entropy on the assistant tokens, backward, step.
-lmforge runs its Trainer's own training step.
+lmforge runs its Trainer's own training step with `finetune sft`'s defaults (train.chunked_ce:
+the loss projects only the assistant positions to the vocabulary; `--plain-ce` turns it off).
 
 Each side runs in a fresh process per round, sides alternating, so both see the same
 machine state; tokens/s counts the real (unpadded) tokens of the timed steps (after one
@@ -106,7 +107,7 @@ def run_lmforge(args: argparse.Namespace) -> dict:
 
     cfg = TrainConfig(max_steps=args.steps + 1, lr=2e-4, warmup_steps=0, weight_decay=0.0,
                       threads=args.threads, precision=args.precision, progress=False,
-                      eval_every=0, grad_clip=1.0)
+                      eval_every=0, grad_clip=1.0, chunked_ce=args.chunked_ce)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,6 +174,9 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--plain-ce", dest="chunked_ce", action="store_false",
+                   help="lmforge side: full (B, T, V) logits instead of `finetune sft`'s default "
+                        "train.chunked_ce (only the assistant positions projected)")
     p.add_argument("--side", choices=["lmforge", "hf"], help=argparse.SUPPRESS)
     p.add_argument("--hf", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -198,7 +202,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--side", side, "--hf", str(hf_dir), "--base", args.base,
                    "--data", args.data, "--steps", str(args.steps), "--batch", str(args.batch),
                    "--seq", str(args.seq), "--rank", str(args.rank), "--threads", str(args.threads),
-                   "--precision", args.precision]
+                   "--precision", args.precision] + ([] if args.chunked_ce else ["--plain-ce"])
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:

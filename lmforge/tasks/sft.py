@@ -44,7 +44,8 @@ from .sft_data import EncodedSplit, encode_split, read_conversations, split_off
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 8, "lr": 2e-4, "min_lr": 2e-5, "warmup_steps": 10, "weight_decay": 0.0,
     "schedule": "cosine", "max_steps": 200, "eval_every": 50, "log_every": 10,
-    "sample_tokens": 0, "grad_clip": 1.0}
+    "sample_tokens": 0, "grad_clip": 1.0,
+    "chunked_ce": True}  # only the assistant positions are projected to the vocabulary
 FULL_LR = {"lr": 2e-5, "min_lr": 2e-6}  # full fine-tuning moves every weight: 10x smaller steps
 
 
