@@ -55,7 +55,7 @@ METRICS = ["reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward
 class DPOOptions:
     """config.task of a DPO run."""
 
-    kind: str = "dpo"
+    name: str = "dpo"  # the task (tasks/registry.py): `lmforge evaluate` dispatches on it
     base: str = ""
     val: str = ""
     mode: str = "lora"
@@ -179,7 +179,7 @@ def build_config(data: str, base: str, out: str, overrides: list[str], options: 
         "model": dataclasses.asdict(model), "tokenizer": {"path": str(base_dir / TOKENIZER)},
         "data": {"path": data}, "out": out,
         "train": {**TRAIN_DEFAULTS, **(FULL_LR if options.get("mode") == "full" else {})},
-        "task": {**options, "kind": "dpo", "base": str(base_dir)}}
+        "task": {**options, "name": "dpo", "base": str(base_dir)}}
     apply_overrides(raw, overrides)
     return config_from_dict(raw, source="finetune dpo")
 
@@ -236,7 +236,7 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
     if opts.epochs:
         tcfg.max_steps = max(1, math.ceil(opts.epochs * len(encoded["train"])
                                           / (tcfg.batch_size * tcfg.grad_accum)))
-    cfg.model, cfg.task = m, {**dataclasses.asdict(opts), "kind": "dpo"}
+    cfg.model, cfg.task = m, {**dataclasses.asdict(opts), "name": "dpo"}
     write_run_files(run_dir, cfg, m, base_dir, bool(resume))
     model.to(device)
     log(f"DPO ({opts.mode}, beta {opts.beta}) of {base_dir}: {count_parameters(model) / 1e6:.2f}M "

@@ -53,7 +53,7 @@ FULL_LR = {"lr": 2e-5, "min_lr": 2e-6}  # full fine-tuning moves every weight: 1
 class SFTOptions:
     """config.task of an SFT run."""
 
-    kind: str = "sft"
+    name: str = "sft"  # the task (tasks/registry.py): `lmforge evaluate` dispatches on it
     base: str = ""  # the pretrained run fine-tuned (its weights, tokenizer, chat template)
     val: str = ""  # validation chat file ("" = data.val_fraction of the data)
     mode: str = "lora"  # lora | full
@@ -151,7 +151,7 @@ def build_config(data: str, base: str, out: str, overrides: list[str], options: 
         "model": dataclasses.asdict(model), "tokenizer": {"path": str(base_dir / TOKENIZER)},
         "data": {"path": data}, "out": out,
         "train": {**TRAIN_DEFAULTS, **(FULL_LR if mode == "full" else {})},
-        "task": {**options, "kind": "sft", "base": str(base_dir)}}
+        "task": {**options, "name": "sft", "base": str(base_dir)}}
     apply_overrides(raw, overrides)
     return config_from_dict(raw, source="finetune sft")
 
@@ -217,7 +217,7 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
     if opts.epochs:
         tcfg.max_steps = max(1, math.ceil(opts.epochs * len(splits["train"].examples)
                                           / (tcfg.batch_size * tcfg.grad_accum)))
-    cfg.model, cfg.task = m, {**dataclasses.asdict(opts), "kind": "sft"}
+    cfg.model, cfg.task = m, {**dataclasses.asdict(opts), "name": "sft"}
     write_run_files(run_dir, cfg, m, base_dir, bool(resume))
     model.to(device)
     n_train = count_parameters(model, trainable_only=True)

@@ -39,7 +39,7 @@ def test_lora_sft_learns_and_merges(tmp_path, capsys):
     assert "lora" not in merged.model_config.extra
     ids = torch.randint(0, 40, (2, 20))
     torch.testing.assert_close(lora_run.model(ids)[0], merged.model(ids)[0], atol=1e-5, rtol=1e-5)
-    # evaluate dispatches on task.kind: assistant-token loss and perplexity
+    # evaluate dispatches on task.name: assistant-token loss and perplexity
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(data), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
