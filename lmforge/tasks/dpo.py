@@ -33,11 +33,12 @@ from ..config import Config, ConfigError, _from_dict, apply_overrides, config_fr
 from ..models.build import count_parameters
 from ..nn.chunked_ce import chunked_token_logprobs
 from ..nn.lora import disable_adapters, has_lora
+from ..recipes.scaffold import FinishedRun, RunDir, validate_config
 from ..run import CONFIG, TOKENIZER, read_model_config
-from ..train.loop import Trainer, pick_device
+from ..train.runtime import pick_device
 from .dpo_data import EncodedPairs, collate_pairs, encode_pairs, read_pairs
-from .llm_recipe import (LoRASettings, check_mode, check_new_run, finish_lora, load_base_model,
-                         make_policy, read_bos, rebuild_policy, write_run_files)
+from .llm_recipe import (LoRASettings, check_mode, check_single_process, finish_lora, load_base_model,
+                         make_policy, read_bos, rebuild_policy, start_trainer)
 from .sft import add_common_arguments, common_options, run_cli
 from .sft_batches import BucketSampler
 from .sft_data import split_off
@@ -188,9 +189,6 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
              overrides: list[str] | None = None, resume: str | None = None,
              log: Callable[[str], Any] = print, **options: Any) -> Path:
     """DPO-train `base` on the preference pairs in `data`; returns the run directory."""
-    from ..chat import ChatTemplate
-    from ..tokenizers import load_tokenizer
-
     if resume:
         run_dir = Path(resume)
         raw = read_yaml(run_dir / CONFIG)
@@ -202,7 +200,18 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
             raise ConfigError("finetune dpo needs --base, --data and --out (or --resume RUN)")
         cfg = build_config(data, base, out, overrides or [], options)
         run_dir = Path(cfg.out)
-        check_new_run(run_dir)
+    check_single_process()
+    validate_config(cfg)  # the whole config, before anything is created
+    with RunDir(run_dir, resume=bool(resume)) as run:
+        return _finetune_in(run, cfg, log)
+
+
+def _finetune_in(run: RunDir, cfg: Config, log: Callable[[str], Any]) -> Path:
+    """The recipe proper, inside the run directory's scaffold (checks, lock, clean-up)."""
+    from ..chat import ChatTemplate
+    from ..tokenizers import load_tokenizer
+
+    run_dir, resume = run.path, run.resume
     opts = _from_dict(DPOOptions, cfg.task, prefix="task", source=str(run_dir / CONFIG))
     opts.validate()
     base_dir, tcfg = Path(opts.base), cfg.train
@@ -237,7 +246,6 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
         tcfg.max_steps = max(1, math.ceil(opts.epochs * len(encoded["train"])
                                           / (tcfg.batch_size * tcfg.grad_accum)))
     cfg.model, cfg.task = m, {**dataclasses.asdict(opts), "name": "dpo"}
-    write_run_files(run_dir, cfg, m, base_dir, bool(resume))
     model.to(device)
     log(f"DPO ({opts.mode}, beta {opts.beta}) of {base_dir}: {count_parameters(model) / 1e6:.2f}M "
         f"parameters, {count_parameters(model, trainable_only=True) / 1e6:.3f}M trainable | "
@@ -246,7 +254,9 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
     reference = None if opts.mode == "lora" else frozen_base(base_dir, device)
     task = DPOTask(model, reference, encoded["train"], encoded["val"], opts.beta,
                    tcfg.batch_size, opts.eval_batch_size, pad, tcfg.seed, opts.bucket, device)
-    trainer = Trainer(task, tcfg, run_dir, resume=bool(resume), log=log)
+    trainer = start_trainer(run, task, cfg, base_dir, log)
+    if isinstance(trainer, FinishedRun):
+        return run_dir  # a resumed run already at train.max_steps: nothing written
     metrics = trainer.fit()
     if metrics:
         log(f"done: step {trainer.step}, val loss {metrics['loss']:.4f}, reward accuracy "

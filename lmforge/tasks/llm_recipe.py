@@ -27,8 +27,9 @@ from ..config import Config, ConfigError, ModelConfig, save_config
 from ..models.build import build_model
 from ..nn.lora import apply_lora_from_config, has_lora, mark_only_lora_trainable, merge_lora
 from ..nn.lora_io import ADAPTER, load_adapter, save_adapter
+from ..recipes.scaffold import RunDir
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config, read_run_config, weights_path
-from ..train.checkpoint import TRAINER_STATE, WEIGHTS, atomic_write_text, load_weights, save_weights
+from ..train.checkpoint import WEIGHTS, atomic_write_text, load_weights, save_weights
 
 # files that carry a base's tokenizer behaviour and chat template along with every run
 TOKENIZER_FILES = (TOKENIZER, "tokenizer_config.json", "chat_template.jinja", "labels.json")
@@ -93,32 +94,29 @@ def rebuild_policy(run_dir: Path) -> nn.Module:
     return model
 
 
-def check_new_run(out: Path) -> None:
-    """Refuse to start over a run (nothing the user made is overwritten), and torchrun: SFT
-    and DPO train in one process (each rank would write the same run)."""
+def check_single_process() -> None:
+    """SFT and DPO train in one process (under torchrun each rank would write the same run)."""
     from ..train import distributed
 
     if distributed.current().world_size > 1:
         raise ConfigError("finetune sft / dpo run in a single process; launch without torchrun")
-    if (out / TRAINER_STATE).exists() or (out / MODEL_CONFIG).exists():
-        raise ConfigError(f"{out} already holds a run; resume it with --resume {out} "
-                          "or choose another --out")
 
 
-def write_run_files(run_dir: Path, cfg: Config, model_config: ModelConfig, base_dir: Path,
-                    resume: bool) -> None:
-    """config.yaml and model_config.json; the base's tokenizer files on a new run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / CONFIG)
-    atomic_write_text(run_dir / MODEL_CONFIG, model_config.to_json())
-    if not resume:
-        copy_tokenizer_files(base_dir, run_dir)
+def start_trainer(run: RunDir, task: Any, cfg: Config, base_dir: Path, log: Callable) -> Any:
+    """The Trainer through the scaffold (which then writes config.yaml, model_config.json and,
+    on a new run, the base's tokenizer files, atomically); a FinishedRun when a resumed run is
+    already at train.max_steps."""
+    files = {} if run.resume else {name: _copier(base_dir / name) for name in TOKENIZER_FILES
+                                   if (base_dir / name).is_file()}
+    return run.start(task, cfg, log=log, files=files)
 
 
-def copy_tokenizer_files(src: Path, dst: Path) -> None:
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
+def _copier(src: Path) -> Callable[[Path], None]:
+    def copy(dst: Path) -> None:
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+    return copy
 
 
 def read_bos(base_dir: Path, tokenizer: Any) -> int | None:
@@ -153,7 +151,13 @@ def merge_run(run_dir: str | Path, out: str | Path, base: str | Path | None = No
     (refused when the base's weights are not the ones they were trained on); otherwise the
     run's own full checkpoint is merged.
     """
+    from ..convert.hf_io import write_folder_whole
+    from ..outputs import same_path
+
     run_dir, out = Path(run_dir), Path(out)
+    if same_path(out, run_dir):
+        raise ConfigError(f"--out {out} is the run being merged; no command writes over its own "
+                          "input: choose another --out")
     if not force and (out / MODEL_CONFIG).exists():
         raise ConfigError(f"{out} already holds a run; choose another --out")
     m = read_model_config(run_dir)
@@ -175,12 +179,17 @@ def merge_run(run_dir: str | Path, out: str | Path, base: str | Path | None = No
         model = build_model(m)
         load_weights(model, weights_path(run_dir, "last"))
     merge_lora(model)
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out / WEIGHTS)
-    atomic_write_text(out / MODEL_CONFIG, model.config.to_json())
-    copy_tokenizer_files(run_dir, out)
-    if config is not None:
-        merged = dataclasses.replace(config, model=model.config, out=str(out))
-        merged.task = {**config.task, "mode": "full"}
-        save_config(merged, out / CONFIG)
-    return out
+
+    def write(folder: Path) -> None:  # into a staging folder: `out` is replaced whole or not at all
+        folder.mkdir(parents=True, exist_ok=True)
+        save_weights(model, folder / WEIGHTS)
+        for name in TOKENIZER_FILES:
+            if (run_dir / name).is_file():
+                _copier(run_dir / name)(folder / name)
+        if config is not None:
+            merged = dataclasses.replace(config, model=model.config, out=str(out))
+            merged.task = {**config.task, "mode": "full"}
+            save_config(merged, folder / CONFIG)
+        atomic_write_text(folder / MODEL_CONFIG, model.config.to_json())  # last: marks a run
+
+    return write_folder_whole(out, "run", MODEL_CONFIG, force, write)

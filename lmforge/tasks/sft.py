@@ -33,10 +33,11 @@ from ..config import Config, ConfigError, _from_dict, apply_overrides, config_fr
 from ..eval.metrics import perplexity
 from ..models.build import count_parameters
 from ..models.heads import IGNORE_INDEX
+from ..recipes.scaffold import FinishedRun, RunDir, validate_config
 from ..run import CONFIG, TOKENIZER, read_model_config
-from ..train.loop import Trainer, pick_device
-from .llm_recipe import (LoRASettings, check_mode, check_new_run, finish_lora, load_base_model,
-                         make_policy, read_bos, rebuild_policy, write_run_files)
+from ..train.runtime import pick_device
+from .llm_recipe import (LoRASettings, check_mode, check_single_process, finish_lora, load_base_model,
+                         make_policy, read_bos, rebuild_policy, start_trainer)
 from .sft_batches import BucketSampler, collate_lm
 from .sft_data import EncodedSplit, encode_split, read_conversations, split_off
 
@@ -170,9 +171,6 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
              overrides: list[str] | None = None, resume: str | None = None,
              log: Callable[[str], Any] = print, **options: Any) -> Path:
     """Fine-tune `base` on the chat file `data`; returns the run directory."""
-    from ..chat import ChatTemplate
-    from ..tokenizers import load_tokenizer
-
     if resume:
         run_dir = Path(resume)
         raw = read_yaml(run_dir / CONFIG)
@@ -184,7 +182,18 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
             raise ConfigError("finetune sft needs --base, --data and --out (or --resume RUN)")
         cfg = build_config(data, base, out, overrides or [], options)
         run_dir = Path(cfg.out)
-        check_new_run(run_dir)
+    check_single_process()
+    validate_config(cfg)  # the whole config, before anything is created
+    with RunDir(run_dir, resume=bool(resume)) as run:
+        return _finetune_in(run, cfg, log)
+
+
+def _finetune_in(run: RunDir, cfg: Config, log: Callable[[str], Any]) -> Path:
+    """The recipe proper, inside the run directory's scaffold (checks, lock, clean-up)."""
+    from ..chat import ChatTemplate
+    from ..tokenizers import load_tokenizer
+
+    run_dir, resume = run.path, run.resume
     opts = parse_options(cfg.task, str(run_dir / CONFIG))
     base_dir, tcfg = Path(opts.base), cfg.train
     if tcfg.threads > 0:
@@ -218,7 +227,6 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
         tcfg.max_steps = max(1, math.ceil(opts.epochs * len(splits["train"].examples)
                                           / (tcfg.batch_size * tcfg.grad_accum)))
     cfg.model, cfg.task = m, {**dataclasses.asdict(opts), "name": "sft"}
-    write_run_files(run_dir, cfg, m, base_dir, bool(resume))
     model.to(device)
     n_train = count_parameters(model, trainable_only=True)
     log(f"SFT ({opts.mode}) of {base_dir}: {count_parameters(model) / 1e6:.2f}M parameters, "
@@ -228,7 +236,9 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     task = SFTTask(model, splits["train"], splits["val"], tcfg.batch_size, opts.eval_batch_size,
                    pad, tcfg.seed, opts.bucket, device)
-    trainer = Trainer(task, tcfg, run_dir, resume=bool(resume), log=log)
+    trainer = start_trainer(run, task, cfg, base_dir, log)
+    if isinstance(trainer, FinishedRun):
+        return run_dir  # a resumed run already at train.max_steps: nothing written
     metrics = trainer.fit()
     if metrics:
         log(f"done: step {trainer.step}, val loss {metrics['loss']:.4f} -> {run_dir}")

@@ -107,3 +107,35 @@ def test_merge_lora_command_and_a_foreign_base_refused(tmp_path, capsys):
     ids = torch.randint(0, 40, (2, 16))
     torch.testing.assert_close(merged.model(ids)[0], lora.model(ids)[0], atol=1e-5, rtol=1e-5)
     assert (tmp_path / "m2" / "tokenizer.json").is_file()
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_sft_and_dpo_run_on_the_recipe_scaffold(tmp_path):
+    """Validated before anything exists, never over an existing run, locked while training."""
+    from lmforge.config import ConfigError
+    from lmforge.recipes.scaffold import LOCK, take_lock
+    from lmforge.tasks.dpo import finetune as dpo
+
+    base = make_base(tmp_path / "base")
+    data = write_jsonl(tmp_path / "chats.jsonl", toy_chats(20))
+    with pytest.raises(ConfigError, match="train.lr must be positive"):
+        finetune(str(data), base=str(base), out=str(tmp_path / "bad"), overrides=FAST + ["train.lr=-1"])
+    assert not (tmp_path / "bad").exists()  # nothing was created
+    run = finetune(str(data), base=str(base), out=str(tmp_path / "sft"),
+                   overrides=FAST + ["train.max_steps=2", "train.eval_every=2"],
+                   lora={"rank": 2, "merge": False})
+    before = _snapshot(run)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        finetune(str(data), base=str(base), out=str(run), overrides=FAST)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        dpo(str(data), base=str(base), out=str(run), overrides=FAST)
+    assert _snapshot(run) == before  # byte-identical
+    take_lock(run / LOCK)  # a live command holds the run (this very process)
+    try:
+        with pytest.raises(ConfigError, match="lock|in use|running"):
+            finetune(resume=str(run), overrides=["train.max_steps=4"])
+    finally:
+        (run / LOCK).unlink()
