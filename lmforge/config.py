@@ -74,11 +74,11 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        spec = known_backbone(self.arch)
         if not self.activation:  # the textbook non-linearity of each family
-            spec = known_backbone(self.arch)
             self.activation = spec.activation if spec else "gelu"
-        if self.arch == "llama":  # fixed by the family: say so in model_config.json
-            self.bias, self.positional = False, "rotary"
+        for name, value in (spec.fixed if spec else {}).items():  # fixed by the family
+            setattr(self, name, value)
 
     @property
     def ff_width(self) -> int:
@@ -97,8 +97,8 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         spec = known_backbone(self.arch)
-        if self.arch == "llama":  # heads may have their own width (model.head_dim)
-            self._validate_llama()
+        if spec is not None and spec.gqa:  # heads may have their own width (model.head_dim)
+            self._validate_gqa()
         elif spec is not None and spec.needs_heads and self.n_heads <= 0:
             raise ConfigError(f"model.n_heads must be positive, got {self.n_heads}")
         elif spec is not None and spec.needs_heads and self.d_model % self.n_heads:
@@ -120,7 +120,7 @@ class ModelConfig:
     def attn_head_dim(self) -> int:
         return self.head_dim or self.d_model // self.n_heads
 
-    def _validate_llama(self) -> None:
+    def _validate_gqa(self) -> None:
         if self.n_heads <= 0 or self.n_kv_heads < 0:
             raise ConfigError(f"model.n_heads={self.n_heads} / model.n_kv_heads={self.n_kv_heads} "
                               "must be positive (n_kv_heads 0 = n_heads)")

@@ -31,6 +31,10 @@ class BackboneSpec:
     positional: bool = False  # learned/rotary positions: sequences are bounded by max_len
     recurrent: bool = False  # carries a state across windows (truncated BPTT)
     activation: str = "gelu"  # the family's textbook non-linearity (model.activation "")
+    # model fields the family fixes (written into model_config.json so the file says so)
+    fixed: dict[str, Any] = field(default_factory=dict, compare=False)
+    # grouped-query attention and rotary heads: n_kv_heads, head_dim, rope_* are validated
+    gqa: bool = False
     # the arena recipe (compare.py): {"model": {...}, "train": {...}}; None = not in the arena
     arena: dict[str, dict[str, Any]] | None = field(default=None, compare=False)
 
@@ -101,7 +105,8 @@ register(BackboneSpec("gpt", "lmforge.models.gpt:build_gpt", needs_heads=True, p
 # Llama family (Llama, Mistral, Qwen2/3, SmolLM): RMSNorm, SwiGLU, rotary, grouped-query
 # attention; the arena recipe is the gpt's (its rate not swept yet)
 register(BackboneSpec("llama", "lmforge.models.llama:build_llama", needs_heads=True,
-                      positional=True, activation="silu",
+                      positional=True, activation="silu", gqa=True,
+                      fixed={"bias": False, "positional": "rotary"},
                       arena={"model": {"n_layers": 4, "n_heads": 4, "n_kv_heads": 2},
                              "train": {"lr": 3e-3}}))
 register(BackboneSpec("bert", "lmforge.models.bert:build_bert", needs_heads=True, positional=True))
