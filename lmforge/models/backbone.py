@@ -17,6 +17,7 @@ decoding (`generate/`) and fine-tuning read these attributes directly — no `ge
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -58,3 +59,17 @@ class Backbone(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+
+def scaled_residual_init(module: nn.Module, n_layers: int) -> None:
+    """GPT-2 init: N(0, 0.02); residual output projections (marked `is_residual_proj`) scaled
+    by 1/sqrt(2 * n_layers) so the residual stream's variance does not grow with depth."""
+    if isinstance(module, nn.Linear):
+        std = 0.02
+        if getattr(module, "is_residual_proj", False):
+            std = 0.02 / math.sqrt(2 * n_layers)
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)

@@ -6,7 +6,6 @@ output projection, cross-entropy) lives in `heads.CausalLM`.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -15,7 +14,7 @@ from ..config import ModelConfig
 from ..nn.attention import KVCache, SelfAttention
 from ..nn.mlp import MLP
 from ..nn.positional import LearnedPositions, Rotary
-from .backbone import Backbone
+from .backbone import Backbone, scaled_residual_init
 
 
 class Block(nn.Module):
@@ -64,17 +63,7 @@ class GPT(Backbone):
         self.apply(self.init_weights)
 
     def init_weights(self, module: nn.Module) -> None:
-        # GPT-2 init: N(0, 0.02); residual output projections scaled by 1/sqrt(2 * n_layers)
-        # so the residual stream's variance does not grow with depth.
-        if isinstance(module, nn.Linear):
-            std = 0.02
-            if getattr(module, "is_residual_proj", False):
-                std = 0.02 / math.sqrt(2 * self.config.n_layers)
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        scaled_residual_init(module, self.config.n_layers)  # GPT-2's init (models/backbone.py)
 
     def init_state(self, batch_size: int, max_len: int | None = None,
                    device: torch.device | None = None, dtype: torch.dtype | None = None) -> list[KVCache]:

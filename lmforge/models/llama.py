@@ -29,7 +29,7 @@ from ..nn.attention import GroupedQueryAttention, KVCache
 from ..nn.mlp import SwiGLU
 from ..nn.norm import RMSNorm
 from ..nn.positional import Rotary
-from .backbone import Backbone
+from .backbone import Backbone, scaled_residual_init
 
 
 def llama_ff_width(d_model: int, multiple_of: int = 8) -> int:
@@ -96,17 +96,7 @@ class Llama(Backbone):
         self.apply(self.init_weights)
 
     def init_weights(self, module: nn.Module) -> None:
-        # as the GPT: N(0, 0.02), residual output projections (o, down) scaled by
-        # 1/sqrt(2 * n_layers) so the residual stream's variance does not grow with depth
-        if isinstance(module, nn.Linear):
-            std = 0.02
-            if getattr(module, "is_residual_proj", False):
-                std = 0.02 / math.sqrt(2 * self.config.n_layers)
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        scaled_residual_init(module, self.config.n_layers)  # GPT-2's init (models/backbone.py)
 
     def init_state(self, batch_size: int, max_len: int | None = None,
                    device: torch.device | None = None, dtype: torch.dtype | None = None) -> list[KVCache]:

@@ -14,10 +14,9 @@ pretrained lmforge run given by `base`) under the `Classifier` head. Modes: `ful
 everything, `frozen` only the head, `lora` only low-rank adapters and the head. Training
 counts epochs: it evaluates on the dev set after each one, keeps the best weights
 (best.safetensors) by dev accuracy, stops after `train.patience` epochs without
-improvement, and finally scores dev and test with the best weights into RUN/eval/.
-Every option lives in config.yaml's `task:` section (see `ClassifyOptions`).
-Under torchrun each rank trains on its slice of every global batch and rank 0 alone
-evaluates and writes (docs/scale.md, "Classification under torchrun").
+improvement, and finally scores dev and test with the best weights into RUN/eval/. Options:
+config.yaml's `task:` section (`ClassifyOptions`). Under torchrun each rank trains on its
+slice of every global batch; rank 0 alone evaluates and writes (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -61,12 +60,7 @@ from ..nn.lora import lora_options, mark_only_lora_and_head_trainable
 from ..recipes.scaffold import RunDir, prepare_tokenizer, validate_config
 from ..run import CONFIG, TOKENIZER, read_model_config, weights_path
 from ..train import distributed
-from ..train.checkpoint import (
-    TRAINER_STATE,
-    WEIGHTS,
-    atomic_write_text,
-    load_weights,
-)
+from ..train.checkpoint import TRAINER_STATE, WEIGHTS, atomic_write_text, load_weights
 from ..train.loop import Trainer
 from ..train.runtime import pick_device
 
@@ -447,8 +441,6 @@ def finetune_cli(argv: list[str]) -> int:
 
 
 __all__ = ["finetune", "finetune_cli", "export_merged", "resolve_config", "base_model_config",
-           "load_base_backbone", "keras_init", "DEFAULTS",
-           # the task and the inference side, importable from here as before the split
-           "ClassificationTask", "ClassifyOptions", "LoRAOptions", "flops_per_example",
+           "load_base_backbone", "keras_init", "DEFAULTS", "ClassificationTask",  # + as before the split "ClassifyOptions", "LoRAOptions", "flops_per_example",
            "format_report", "parse_options", "predict_batches", "score", "write_evaluation",
            "TextClassifier", "evaluate_cli", "predict_cli"]

@@ -29,16 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, ConfigError, _from_dict, apply_overrides, config_from_dict, read_yaml
+from ..config import Config, ConfigError, _from_dict, apply_overrides, config_from_dict
 from ..models.build import count_parameters
 from ..nn.chunked_ce import chunked_token_logprobs
 from ..nn.lora import disable_adapters, has_lora
-from ..recipes.scaffold import FinishedRun, RunDir, validate_config
+from ..recipes.scaffold import FinishedRun, RunDir
 from ..run import CONFIG, TOKENIZER, read_model_config
 from ..train.runtime import pick_device
 from .dpo_data import EncodedPairs, collate_pairs, encode_pairs, read_pairs
-from .llm_recipe import (LoRASettings, check_mode, check_single_process, finish_lora, load_base_model,
-                         make_policy, read_bos, rebuild_policy, start_trainer)
+from .llm_recipe import (LoRASettings, check_mode, finish_lora, load_base_model,
+                         make_policy, read_bos, open_run, rebuild_policy, run_config,
+                         start_trainer)
 from .sft import add_common_arguments, common_options, run_cli
 from .sft_batches import BucketSampler
 from .sft_data import split_off
@@ -189,20 +190,9 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
              overrides: list[str] | None = None, resume: str | None = None,
              log: Callable[[str], Any] = print, **options: Any) -> Path:
     """DPO-train `base` on the preference pairs in `data`; returns the run directory."""
-    if resume:
-        run_dir = Path(resume)
-        raw = read_yaml(run_dir / CONFIG)
-        apply_overrides(raw, overrides or [])
-        raw["out"] = str(run_dir)
-        cfg = config_from_dict(raw, source=str(run_dir / CONFIG))
-    else:
-        if not (data and base and out):
-            raise ConfigError("finetune dpo needs --base, --data and --out (or --resume RUN)")
-        cfg = build_config(data, base, out, overrides or [], options)
-        run_dir = Path(cfg.out)
-    check_single_process()
-    validate_config(cfg)  # the whole config, before anything is created
-    with RunDir(run_dir, resume=bool(resume)) as run:
+    cfg = run_config(resume, overrides, lambda: build_config(data, base, out, overrides or [], options)
+                     if data and base and out else None, "dpo")
+    with open_run(cfg, resume) as run:
         return _finetune_in(run, cfg, log)
 
 

@@ -23,11 +23,12 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..config import Config, ConfigError, ModelConfig, save_config
+from ..config import (Config, ConfigError, ModelConfig, apply_overrides, config_from_dict,
+                      read_yaml, save_config)
 from ..models.build import build_model
 from ..nn.lora import apply_lora_from_config, has_lora, mark_only_lora_trainable, merge_lora
 from ..nn.lora_io import ADAPTER, load_adapter, save_adapter
-from ..recipes.scaffold import RunDir
+from ..recipes.scaffold import RunDir, validate_config
 from ..run import CONFIG, MODEL_CONFIG, TOKENIZER, read_model_config, read_run_config, weights_path
 from ..train.checkpoint import WEIGHTS, atomic_write_text, load_weights, save_weights
 
@@ -94,12 +95,30 @@ def rebuild_policy(run_dir: Path) -> nn.Module:
     return model
 
 
-def check_single_process() -> None:
-    """SFT and DPO train in one process (under torchrun each rank would write the same run)."""
+def run_config(resume: str | None, overrides: list[str] | None,
+               new: Callable[[], Config | None], kind: str) -> Config:
+    """The config of a resumed run (its config.yaml + overrides) or of a new one (`new()`,
+    None when --base, --data or --out is missing)."""
+    if resume:
+        raw = read_yaml(Path(resume) / CONFIG)
+        apply_overrides(raw, overrides or [])
+        raw["out"] = str(resume)
+        return config_from_dict(raw, source=str(Path(resume) / CONFIG))
+    cfg = new()
+    if cfg is None:
+        raise ConfigError(f"finetune {kind} needs --base, --data and --out (or --resume RUN)")
+    return cfg
+
+
+def open_run(cfg: Config, resume: str | None) -> RunDir:
+    """The scaffold's hold on the run, after the whole config is validated. SFT and DPO train
+    in one process (under torchrun each rank would write the same run)."""
     from ..train import distributed
 
     if distributed.current().world_size > 1:
         raise ConfigError("finetune sft / dpo run in a single process; launch without torchrun")
+    validate_config(cfg)  # the whole config, before anything is created
+    return RunDir(cfg.out, resume=bool(resume))
 
 
 def start_trainer(run: RunDir, task: Any, cfg: Config, base_dir: Path, log: Callable) -> Any:

@@ -29,15 +29,16 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError, _from_dict, apply_overrides, config_from_dict, read_yaml
+from ..config import Config, ConfigError, _from_dict, apply_overrides, config_from_dict
 from ..eval.metrics import perplexity
 from ..models.build import count_parameters
 from ..models.heads import IGNORE_INDEX
-from ..recipes.scaffold import FinishedRun, RunDir, validate_config
+from ..recipes.scaffold import FinishedRun, RunDir
 from ..run import CONFIG, TOKENIZER, read_model_config
 from ..train.runtime import pick_device
-from .llm_recipe import (LoRASettings, check_mode, check_single_process, finish_lora, load_base_model,
-                         make_policy, read_bos, rebuild_policy, start_trainer)
+from .llm_recipe import (LoRASettings, check_mode, finish_lora, load_base_model,
+                         make_policy, read_bos, open_run, rebuild_policy, run_config,
+                         start_trainer)
 from .sft_batches import BucketSampler, collate_lm
 from .sft_data import EncodedSplit, encode_split, read_conversations, split_off
 
@@ -171,20 +172,9 @@ def finetune(data: str | None = None, base: str | None = None, out: str | None =
              overrides: list[str] | None = None, resume: str | None = None,
              log: Callable[[str], Any] = print, **options: Any) -> Path:
     """Fine-tune `base` on the chat file `data`; returns the run directory."""
-    if resume:
-        run_dir = Path(resume)
-        raw = read_yaml(run_dir / CONFIG)
-        apply_overrides(raw, overrides or [])
-        raw["out"] = str(run_dir)
-        cfg = config_from_dict(raw, source=str(run_dir / CONFIG))
-    else:
-        if not (data and base and out):
-            raise ConfigError("finetune sft needs --base, --data and --out (or --resume RUN)")
-        cfg = build_config(data, base, out, overrides or [], options)
-        run_dir = Path(cfg.out)
-    check_single_process()
-    validate_config(cfg)  # the whole config, before anything is created
-    with RunDir(run_dir, resume=bool(resume)) as run:
+    cfg = run_config(resume, overrides, lambda: build_config(data, base, out, overrides or [], options)
+                     if data and base and out else None, "sft")
+    with open_run(cfg, resume) as run:
         return _finetune_in(run, cfg, log)
 
 
