@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from torch import nn
 
 from ..config import ConfigError
-from ..generate.causal import context_limit, generate_tokens, iter_tokens, sample_seeds
+from ..generate.causal import context_limit, generate_tokens
 from ..generate.sampling import DecodeOptions
-from ..generate.text import TextStream
+from ..generate.text import TextStream, stream_pieces
 from .template import ChatTemplate
 
 Messages = Sequence[Mapping[str, Any]]
@@ -59,18 +59,7 @@ def stream_reply(model: nn.Module, tokenizer: Any, template: ChatTemplate, promp
             stream.push(t)
         yield stream.flush()
         return
-    for tok, _ in iter_tokens(model, [prompt], options, tuple(stops), sample_seeds(options, 1)):
-        t = int(tok[0])
-        if t in stops:
-            break
-        piece = stream.push(t)
-        if piece:
-            yield piece
-        if stream.stopped:
-            return
-    piece = stream.flush()
-    if piece:
-        yield piece
+    yield from stream_pieces(model, prompt, options, tuple(stops), stream)
 
 
 def chat_reply(model: nn.Module, tokenizer: Any, template: ChatTemplate, messages: Messages,

@@ -178,13 +178,18 @@ def stream_text(model: nn.Module, tokenizer: Any, prompt: str, options: DecodeOp
     if options.num_beams > 1:
         yield complete(model, tokenizer, [prompt], options)[0][0].text
         return
-    ids = encode_prompt(tokenizer, prompt)
     eos = tokenizer.eos_id
-    stream = TextStream(tokenizer, options.stop)
-    seeds = sample_seeds(options, 1)
-    for tok, _ in iter_tokens(model, [ids], options, (eos,) if eos is not None else (), seeds):
+    yield from stream_pieces(model, encode_prompt(tokenizer, prompt), options,
+                             (eos,) if eos is not None else (), TextStream(tokenizer, options.stop))
+
+
+def stream_pieces(model: nn.Module, ids: list[int], options: DecodeOptions, stop_ids: tuple[int, ...],
+                  stream: TextStream) -> Iterator[str]:
+    """Sample after the prompt `ids` and yield the text through `stream` piece by piece, until
+    a token of `stop_ids` (not shown), a stop string of `stream` or max_new_tokens."""
+    for tok, _ in iter_tokens(model, [ids], options, stop_ids, sample_seeds(options, 1)):
         t = int(tok[0])
-        if t == eos:
+        if t in stop_ids:
             break
         piece = stream.push(t)
         if piece:
