@@ -255,14 +255,20 @@ def header(kind: str, lm: Any) -> dict[str, Any]:
             "model": lm.name}
 
 
-@router.post("/v1/completions")
-async def completions(request: Request):
+async def language_model_request(request: Request) -> tuple[Any, dict[str, Any]]:
+    """The served language model and the request's JSON body; a classifier run is refused."""
     lm = request.app.state.lm
     body = await read_json(request)
     check_model(lm, body)
     if lm.scheduler is None or lm.head != "causal_lm":
         raise APIError(400, f"{lm.name} is a classifier; use POST /v1/classify", "model",
                        "wrong_endpoint")
+    return lm, body
+
+
+@router.post("/v1/completions")
+async def completions(request: Request):
+    lm, body = await language_model_request(request)
     req = parse_completion(body, lm.tokenizer, lm.limits)
     eos = lm.tokenizer.eos_id
     req.stop_ids = [eos] if eos is not None else []  # a completion ends at end-of-sequence
@@ -303,12 +309,7 @@ async def completions(request: Request):
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request):
-    lm = request.app.state.lm
-    body = await read_json(request)
-    check_model(lm, body)
-    if lm.scheduler is None or lm.head != "causal_lm":
-        raise APIError(400, f"{lm.name} is a classifier; use POST /v1/classify", "model",
-                       "wrong_endpoint")
+    lm, body = await language_model_request(request)
     if lm.template is None:
         raise APIError(400, f"{lm.name} has no chat template ({lm.template_error})", "messages",
                        "no_chat_template")
