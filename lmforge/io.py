@@ -15,9 +15,11 @@ from .errors import ConfigError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text through a temp file and a rename, so readers never see half a file."""
+    """Write text through a temp file and a rename, so readers never see half a file. The
+    temp name carries the pid: two processes writing the same file (sweep workers sharing a
+    study folder) never rename each other's temp file away."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
