@@ -34,6 +34,9 @@ def tiny_corpus(tmp_path):
     return path
 
 
+GLOO_ABORT = "terminate called without an active exception"
+
+
 @pytest.fixture(scope="session")
 def torchrun():
     """Launch `python -m torch.distributed.run --standalone` with 2 processes (one thread each,
@@ -44,6 +47,10 @@ def torchrun():
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", *map(str, args)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 and GLOO_ABORT in proc.stdout + proc.stderr:
+            # a rank aborted inside the gloo backend's C++ threads (seen once in ~10 runs on a
+            # clean clone, not reproducible): the whole job runs again once, from scratch
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
