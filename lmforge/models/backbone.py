@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..nn.attention import KVCache
 from ..nn.state import reorder_state
 
 
@@ -73,3 +74,13 @@ def scaled_residual_init(module: nn.Module, n_layers: int) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+
+def layer_kv_caches(backbone: nn.Module, batch_size: int, max_len: int | None = None,
+                    device: torch.device | None = None, dtype: torch.dtype | None = None) -> list:
+    """Empty KV caches of a decoder, one per block, holding only its key-value heads
+    (model.n_kv_heads; all heads without grouping), with room for `max_len` (default
+    model.max_len) positions."""
+    p, c = backbone.embed.weight, backbone.config
+    return [KVCache(batch_size, c.kv_heads, max_len or c.max_len, c.attn_head_dim,
+                    device or p.device, dtype or p.dtype) for _ in backbone.blocks]

@@ -14,7 +14,7 @@ from ..config import ModelConfig
 from ..nn.attention import KVCache, SelfAttention
 from ..nn.mlp import MLP
 from ..nn.positional import LearnedPositions, Rotary
-from .backbone import Backbone, scaled_residual_init
+from .backbone import Backbone, layer_kv_caches, scaled_residual_init
 
 
 class Block(nn.Module):
@@ -68,10 +68,7 @@ class GPT(Backbone):
     def init_state(self, batch_size: int, max_len: int | None = None,
                    device: torch.device | None = None, dtype: torch.dtype | None = None) -> list[KVCache]:
         """Empty KV caches, one per layer, with room for `max_len` (default model.max_len)."""
-        p = self.embed.weight
-        c = self.config
-        return [KVCache(batch_size, c.n_heads, max_len or c.max_len, c.d_model // c.n_heads,
-                        device or p.device, dtype or p.dtype) for _ in self.blocks]
+        return layer_kv_caches(self, batch_size, max_len, device, dtype)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 state: list[KVCache] | None = None, positions: torch.Tensor | None = None

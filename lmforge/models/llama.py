@@ -29,7 +29,7 @@ from ..nn.attention import GroupedQueryAttention, KVCache
 from ..nn.mlp import SwiGLU
 from ..nn.norm import RMSNorm
 from ..nn.positional import Rotary
-from .backbone import Backbone, scaled_residual_init
+from .backbone import Backbone, layer_kv_caches, scaled_residual_init
 
 
 def llama_ff_width(d_model: int, multiple_of: int = 8) -> int:
@@ -100,11 +100,8 @@ class Llama(Backbone):
 
     def init_state(self, batch_size: int, max_len: int | None = None,
                    device: torch.device | None = None, dtype: torch.dtype | None = None) -> list[KVCache]:
-        """Empty KV caches (key-value heads only), one per layer, with room for `max_len`."""
-        p = self.embed.weight
-        c = self.config
-        return [KVCache(batch_size, c.kv_heads, max_len or c.max_len, c.attn_head_dim,
-                        device or p.device, dtype or p.dtype) for _ in self.blocks]
+        """Empty KV caches (key-value heads only), one per layer."""
+        return layer_kv_caches(self, batch_size, max_len, device, dtype)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 state: list[KVCache] | None = None) -> tuple[torch.Tensor, list[KVCache] | None]:
