@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
 
 from .classify_infer import TextClassifier, evaluate_cli, export_merged, predict_cli
 from .classify_model import base_model_config, keras_init, load_base_backbone
+from .llm_recipe import lora_from_args
 from .classify_task import (
     ClassificationTask,
     ClassifyOptions,
@@ -417,12 +418,7 @@ def finetune_cli(argv: list[str]) -> int:
             options[key] = getattr(args, key)
     if args.labels:
         options["labels"] = [s.strip() for s in args.labels.split(",")]
-    lora = {k: getattr(args, f"lora_{k}") for k in ("rank", "alpha", "dropout", "targets")
-            if getattr(args, f"lora_{k}") is not None}
-    if "targets" in lora:
-        lora["targets"] = [s.strip() for s in lora["targets"].split(",") if s.strip()]
-    if args.no_merge:
-        lora["merge"] = False
+    lora = lora_from_args(args)
     if lora:
         options["lora"] = lora
         options.setdefault("mode", "lora")

@@ -53,6 +53,17 @@ class LoRASettings:
                 "targets": list(self.targets)}
 
 
+def lora_from_args(args: Any) -> dict[str, Any]:
+    """The --lora.rank/alpha/dropout/targets and --no-merge options given on a command line."""
+    lora = {k: getattr(args, f"lora_{k}") for k in ("rank", "alpha", "dropout", "targets")
+            if getattr(args, f"lora_{k}") is not None}
+    if "targets" in lora:
+        lora["targets"] = [s.strip() for s in lora["targets"].split(",") if s.strip()]
+    if args.no_merge:
+        lora["merge"] = False
+    return lora
+
+
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ConfigError(f"task.mode={mode!r} must be one of {', '.join(MODES)}")

@@ -36,7 +36,7 @@ from ..models.heads import IGNORE_INDEX
 from ..recipes.scaffold import FinishedRun, RunDir
 from ..run import CONFIG, TOKENIZER, read_model_config
 from ..train.runtime import pick_device
-from .llm_recipe import (LoRASettings, check_mode, finish_lora, load_base_model,
+from .llm_recipe import (LoRASettings, check_mode, finish_lora, lora_from_args, load_base_model,
                          make_policy, read_bos, open_run, rebuild_policy, run_config,
                          start_trainer)
 from .sft_batches import BucketSampler, collate_lm
@@ -263,12 +263,7 @@ def common_options(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("val", "mode"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    lora = {k: getattr(args, f"lora_{k}") for k in ("rank", "alpha", "dropout", "targets")
-            if getattr(args, f"lora_{k}") is not None}
-    if "targets" in lora:
-        lora["targets"] = [s.strip() for s in lora["targets"].split(",") if s.strip()]
-    if args.no_merge:
-        lora["merge"] = False
+    lora = lora_from_args(args)
     if lora:
         options["lora"] = lora
     return options
