@@ -91,12 +91,13 @@ def keys_table(keys: list[KeyDoc]) -> list[str]:
     return [f"{k.key:<{width}}  {k.type:<{types}}  {_scalar(k.default):<10}  {k.doc}" for k in keys]
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}: a config's dotted keys and their values."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else key
         if isinstance(value, dict) and value:
-            out.update(_flat(value, path))
+            out.update(flat_keys(value, path))
         else:
             out[path] = value
     return out
@@ -104,7 +105,7 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def diff_lines(a: str, b: str) -> list[str]:
     """`key: value_a -> value_b` for each key whose resolved value differs."""
-    fa, fb = (_flat(resolved_dict(resolve(p))[0]) for p in (a, b))
+    fa, fb = (flat_keys(resolved_dict(resolve(p))[0]) for p in (a, b))
     missing = object()
     lines = []
     for key in sorted(set(fa) | set(fb)):

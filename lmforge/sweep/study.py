@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import ConfigError, load_config
+from ..config_cli import flat_keys
 from ..train.checkpoint import atomic_write_text
 from ..train.loop import TrainingDiverged
 from .objective import TrialReporter, objective_for, parse_budget, run_trial
@@ -146,7 +147,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, log: Callable[[str], Any] =
     params = load_space(spec.space)
     budget = parse_budget(spec.budget)
     base = load_config(spec.config, spec.overrides)  # a bad recipe fails here, not per trial
-    fixed = _flat(base.to_dict())
+    fixed = flat_keys(base.to_dict())
     created = not resume and not out.exists()
     if not resume:
         if (out / SPEC_FILE).exists():
@@ -231,12 +232,3 @@ def _same_params(study: Any, trial: Any) -> Any:
     return None
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, name))
-        else:
-            out[name] = value
-    return out
