@@ -38,12 +38,15 @@ class KVBatch:
     alone (the left-padding scheme of `generate.causal`, kept open while rows come and go).
 
     Newcomers whose prompts (at most P tokens) fit in the columns so far are prefilled
-    together into columns [length - P, length) and their cache rows appended to the batch. Columns of a
-    row never move: rotary attention rotates keys by their column, so moving them would
-    change the attention of later queries. When a prompt is longer than the columns so far,
-    when the next column would pass the model's context, or when most columns have become
-    padding (long-lived rows left), the batch is *rebuilt*: every row's tokens so far are
-    prefilled again, left-padded into fresh columns starting at 0.
+    together into columns [length - P, length) and their cache rows appended to the batch.
+    Columns move only all together (a *shift*): attention depends on the distance between a
+    query's and a key's column (rotary) or on explicit positions (learned), and moving every
+    row by the same amount keeps both. A prompt longer than the columns so far shifts the
+    batch right to make room; when the next column would pass the model's context, or when
+    most columns have become padding (long-lived rows left), the batch shifts left over the
+    columns no row uses. A shift copies the cache; only when no column is free (one row
+    fills the whole context) is the batch *rebuilt*: every row's tokens so far are prefilled
+    again, left-padded into fresh columns starting at 0.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -57,6 +60,7 @@ class KVBatch:
         self.pad: torch.Tensor | None = None  # (B,) column of each row's first real token
         self.rebuilds = 0  # how often the batch was re-prefilled (tests, benchmarks)
         self.appends = 0  # how often newcomers joined without a rebuild
+        self.shifts = 0  # how often every row's columns moved together
 
     @property
     def length(self) -> int:
@@ -91,13 +95,30 @@ class KVBatch:
         hidden, caches = self.backbone(ids, state=caches, **kwargs)  # (N, P, D)
         return self.model.lm_head(hidden[:, -1]), caches, mask, offset + row_pad
 
-    def _rebuild(self, extra: list[list[int]] = ()) -> torch.Tensor:
-        """Re-prefill every row (and the rows of `extra`) from column 0; logits of `extra`."""
-        rows = self.fed + list(extra)
+    def _rebuild(self) -> None:
+        """Re-prefill every row from column 0; a row that fills the context keeps its last
+        max_len // 2 tokens (the sliding window of `generate.causal`)."""
         self.rebuilds += 1
-        P = max(len(r) for r in rows)
-        logits, self.caches, self.mask, self.pad = self._prefill(rows, 0, self._capacity(P + 1))
-        return logits[len(self.fed):]
+        keep = max(1, self.limit // 2)
+        self.fed = [r[-keep:] if len(r) >= self.limit else r for r in self.fed]
+        P = max(len(r) for r in self.fed)
+        _, self.caches, self.mask, self.pad = self._prefill(self.fed, 0, self._capacity(P + 1))
+
+    def _shift(self, delta: int, capacity: int) -> None:
+        """Move every row's columns by `delta` (< 0: left) into buffers of `capacity` columns."""
+        L, lo = self.length, int(self.pad.min())
+        for cache in self.caches:
+            for name in ("k", "v"):
+                old = getattr(cache, name)
+                B, H, _, hd = old.shape
+                new = old.new_zeros(B, H, capacity, hd)
+                new[:, :, lo + delta:L + delta] = old[:, :, lo:L]
+                setattr(cache, name, new)
+            cache.length = L + delta
+        mask = self.mask.new_zeros(len(self.fed), capacity)
+        mask[:, lo + delta:L + delta] = self.mask[:, lo:L]
+        self.mask, self.pad = mask, self.pad + delta
+        self.shifts += 1
 
     def _grow(self, need: int) -> None:
         """Make room for `need` columns (same columns, longer buffers)."""
@@ -116,14 +137,15 @@ class KVBatch:
         P, L = max(len(r) for r in rows), self.length
         if not self.fed:  # an empty batch: one ragged prefill of all newcomers
             logits, self.caches, self.mask, self.pad = self._prefill(rows, 0, self._capacity(P + 1))
-        elif P <= L:  # they fit left of the current column: prefill them, then append
+        else:
+            if P > L:  # no room left of the current column: every row moves right
+                self._shift(P - L, max(self.mask.size(1), self._capacity(P + 1)))
+                L = self.length
             logits, caches, mask, pad = self._prefill(rows, L - P, self.mask.size(1))
             for mine, new in zip(self.caches, caches):
                 mine.k, mine.v = torch.cat([mine.k, new.k]), torch.cat([mine.v, new.v])
             self.mask, self.pad = torch.cat([self.mask, mask]), torch.cat([self.pad, pad])
             self.appends += 1
-        else:
-            logits = self._rebuild(rows)
         self.fed.extend(rows)
         return logits
 
@@ -131,7 +153,10 @@ class KVBatch:
         L = self.length
         waste = int(self.pad.min())  # columns no row uses
         if L + 1 > self.limit or (waste >= 32 and waste * 2 > L):
-            self._rebuild()
+            if waste:  # drop the columns no row uses
+                self._shift(-waste, self._capacity(L - waste + 1))
+            else:  # a row fills the whole context: re-prefill its last tokens
+                self._rebuild()
             L = self.length
         self._grow(L + 1)
         ids = torch.tensor(list(tokens), dtype=torch.long, device=self.device)[:, None]  # (B, 1)

@@ -70,16 +70,16 @@ PROMPTS = [[5, 6, 7], [8] * 9, [9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
                                              ("llama", "rotary")])
 @pytest.mark.parametrize("first", [0, 3])
 def test_batched_greedy_equals_one_at_a_time(tokenizer, arch, positional, first):
-    """first=0: a 3-token prompt starts, longer ones arrive (the batch is rebuilt);
+    """first=0: a 3-token prompt starts, longer ones arrive (the batch shifts right);
     first=3: a 12-token prompt starts, shorter ones join in place at the current column."""
-    model = tiny(arch, positional, max_len=32)  # the column clock reaches max_len: rebuilt
+    model = tiny(arch, positional, max_len=32)  # the column clock reaches max_len: shifted
     lengths = [20, 7, 25, 12, 30]  # rows finish at different steps and leave the batch
     jobs = [(p, DecodeOptions(max_new_tokens=n, temperature=0)) for p, n in zip(PROMPTS, lengths)]
     jobs.insert(0, jobs.pop(first))
     seqs, sinks, sched = run_staggered(model, tokenizer, jobs)
     assert isinstance(sched.engine, KVBatch)
-    if first == 0:
-        assert sched.engine.rebuilds >= 2  # longer prompts than columns; then max_len reached
+    if first == 0:  # longer prompts than columns (shift right); then max_len reached (left)
+        assert sched.engine.shifts >= 2 and sched.engine.rebuilds == 0
     else:
         assert sched.engine.appends >= 1
     for (prompt, opts), seq in zip(jobs, seqs):
@@ -152,9 +152,9 @@ def test_queue_is_bounded(tokenizer):
         sched.submit([make()])
 
 
-def test_a_batch_of_mostly_padding_is_rebuilt(tokenizer):
+def test_a_batch_of_mostly_padding_shifts_left(tokenizer):
     """A late, short row outlives the long row it joined: once most columns are padding the
-    batch is re-prefilled, and the late row still decodes exactly as it would alone."""
+    batch moves left over them, and the late row still decodes exactly as it would alone."""
     model = tiny(positional="rotary", max_len=200)
     sched = Scheduler(model, tokenizer).start()
     late_sink = Collector()
@@ -166,9 +166,26 @@ def test_a_batch_of_mostly_padding_is_rebuilt(tokenizer):
         assert late_sink.done.wait(60)
     finally:
         sched.close()
-    assert sched.engine.appends == 1 and sched.engine.rebuilds == 1
+    assert sched.engine.appends == 1 and sched.engine.shifts == 1 and sched.engine.rebuilds == 0
     assert early.tokens == generate_ids(model, [5, 6, 7], max_new_tokens=70, temperature=0)
     assert late.tokens == generate_ids(model, [9, 10], max_new_tokens=90, temperature=0)
+
+
+@pytest.mark.parametrize("positional", ["learned", "rotary"])
+def test_a_row_past_the_context_slides_like_generate(tokenizer, positional):
+    """A row that fills the whole context is re-prefilled from its last max_len // 2 tokens,
+    as `generate` slides its window, and goes on decoding the same tokens."""
+    model = tiny(positional=positional, max_len=16)
+    sink = Collector()
+    seq = Sequence([5, 6, 7], DecodeOptions(max_new_tokens=30, temperature=0), sink)
+    sched = Scheduler(model, tokenizer).start()
+    sched.submit([seq])
+    try:
+        assert sink.done.wait(30)
+    finally:
+        sched.close()
+    assert sched.engine.rebuilds >= 1
+    assert seq.tokens == generate_ids(model, [5, 6, 7], max_new_tokens=30, temperature=0)
 
 
 def test_a_request_that_cannot_start_fails_alone(tokenizer):
