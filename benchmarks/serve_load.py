@@ -14,10 +14,12 @@ Starts real servers (subprocesses on 127.0.0.1, a free port) over one run and me
 
 Default model: nanoGPT's CPU recipe (4 layers, 4 heads, d_model 128, context 256, char-level)
 trained one step on the bundled Tiny Shakespeare (speed does not depend on the weights),
-created once under the lmforge cache. --run serves any run instead.
+created once under the lmforge cache. --run serves any run instead; `--run smollm2` serves
+SmolLM2-135M-Instruct, the real model (fetched and converted once, as `make chat` does).
 
     python benchmarks/serve_load.py                          # the full figures
     python benchmarks/serve_load.py --requests 200 --baseline-requests 50 --disconnects 30
+    python benchmarks/serve_load.py --run smollm2 --requests 300 --baseline-requests 40
 """
 
 from __future__ import annotations
@@ -260,13 +262,18 @@ async def hostile(url: str, model: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", help="run directory to serve (default: a 1-step nanoGPT-size GPT)")
+    parser.add_argument("--run", help="run directory to serve (default: a 1-step nanoGPT-size "
+                                      "GPT; 'smollm2': SmolLM2-135M-Instruct, fetched as make chat does)")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--baseline-requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--disconnects", type=int, default=100)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.run == "smollm2":
+        from lmforge.chat.demo import smollm2_run
+
+        args.run = str(smollm2_run())
     run = Path(args.run) if args.run else default_run()
     model = run.name
     figures: dict = {"run": str(run)}

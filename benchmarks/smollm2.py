@@ -8,6 +8,8 @@ once), then, in one process with the same threads:
 3. speed: generation tokens/s at batch 1 and 8 (64-token prompts, 128 new tokens, greedy, no
    early stop), fp32 and bf16, the two libraries alternating round by round; the median round
    counts. With `llama-cpp-python` installed, llama.cpp on the same file is a reference row.
+   At batch 1 the table also shows the weight-read floor: tokens/s of a step that only reads
+   every weight matrix once, the ceiling of any implementation with these weights and dtype.
 
     python benchmarks/smollm2.py                       # the full table
     python benchmarks/smollm2.py --quick               # small sizes, to check it runs
@@ -118,6 +120,22 @@ def llama_cpp_speed(gguf: Path, threads: int, prompt: list[int], new: int, round
     return new / statistics.median(timed(run) for _ in range(rounds))
 
 
+def weight_floor(model) -> float:
+    """Tokens/s if a batch-1 step did nothing but read every weight matrix once (one
+    vector-matrix product each, the embedding as the tied output layer): at batch 1 decoding
+    is memory-bound, so no implementation with these weights in this dtype goes faster."""
+    mats = [p for p in model.parameters() if p.dim() == 2]
+    xs = {p.size(1): torch.randn(1, p.size(1), dtype=p.dtype) for p in mats}
+
+    def read_all() -> None:
+        for p in mats:
+            torch.nn.functional.linear(xs[p.size(1)], p)
+
+    with torch.inference_mode():
+        read_all()
+        return 1 / statistics.median(timed(read_all) for _ in range(5))
+
+
 def speed(run, gguf: Path, args) -> list[dict]:
     rows = []
     for dtype_name in args.dtypes:
@@ -133,7 +151,8 @@ def speed(run, gguf: Path, args) -> list[dict]:
                 times["transformers"].append(timed(lambda: hf_greedy(hf, ids, args.new_tokens)))
             tps = {k: batch * args.new_tokens / statistics.median(v) for k, v in times.items()}
             rows.append({"dtype": dtype_name, "batch": batch, **tps,
-                         "ratio": tps["lmforge"] / tps["transformers"]})
+                         "ratio": tps["lmforge"] / tps["transformers"],
+                         "floor": weight_floor(model) if batch == 1 else None})
             print(f"  {dtype_name} batch {batch}: lmforge {tps['lmforge']:.1f} tok/s, "
                   f"transformers {tps['transformers']:.1f} tok/s", flush=True)
         hf = None  # free it before the next dtype's copy loads
@@ -171,11 +190,13 @@ def main() -> None:
     rows = speed(run, gguf, args)
     ref = llama_cpp_speed(gguf, args.threads, prompts(run.tokenizer, 1, args.prompt_tokens)[0].tolist(),
                           args.new_tokens, args.rounds)
-    print("\n| dtype | batch | lmforge tok/s | transformers tok/s | lmforge / transformers |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| dtype | batch | lmforge tok/s | transformers tok/s | lmforge / transformers | "
+          "weight-read floor tok/s (its / transformers) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        floor = f"{r['floor']:.1f} ({r['floor'] / r['transformers']:.2f}x)" if r["floor"] else "-"
         print(f"| {r['dtype']} | {r['batch']} | {r['lmforge']:.1f} | {r['transformers']:.1f} | "
-              f"{r['ratio']:.2f}x |")
+              f"{r['ratio']:.2f}x | {floor} |")
     if ref is None:
         print("\nllama.cpp: llama-cpp-python is not installed (pip install llama-cpp-python)")
     else:

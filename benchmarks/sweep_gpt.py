@@ -12,6 +12,7 @@ the machine alike (two workers on two cores each get one thread, as on two machi
 
     python benchmarks/sweep_gpt.py                         # 40 trials x 1 minute (~2.5 h)
     python benchmarks/sweep_gpt.py --trials 8 --budget 20s # a quick check
+    python benchmarks/sweep_gpt.py --phases plain --plain-trials 10   # one measurement
 """
 
 from __future__ import annotations
@@ -97,27 +98,42 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per process (default: cores // workers)")
     parser.add_argument("--out", help="keep the sweeps here (default: a temp folder)")
+    parser.add_argument("--phases", default="default,pruned,plain,two",
+                        help="which measurements to run (comma-separated; default: all four)")
+    parser.add_argument("--plain-trials", type=int, default=0,
+                        help="trials of the sweep without pruning (default: --trials); each runs "
+                             "its whole budget, so a few give its trials per hour")
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
     root = Path(args.out or tempfile.mkdtemp(prefix="lmforge-sweep-bench-"))
     print(f"{args.trials} trials x {args.budget}, eval every {args.eval_every} steps, "
           f"{os.cpu_count()} cores -> {root}", flush=True)
-    base = default_recipe(root / "default", args)
-    print(f"default recipe: best val loss {base:.4f}", flush=True)
+    base = None
+    if "default" in phases:
+        base = default_recipe(root / "default", args)
+        print(f"default recipe: best val loss {base:.4f}", flush=True)
     results = {}
-    for name, pruner, workers in (("median pruner, 1 worker", "median", 1),
-                                  ("no pruning, 1 worker", "none", 1),
-                                  ("median pruner, 2 workers", "median", 2)):
-        r = sweep(root / name.replace(", ", "-").replace(" ", "_"), args, pruner, workers)
-        results[name] = r
+    for key, name, pruner, workers, trials in (
+            ("pruned", "median pruner, 1 worker", "median", 1, args.trials),
+            ("plain", "no pruning, 1 worker", "none", 1, args.plain_trials or args.trials),
+            ("two", "median pruner, 2 workers", "median", 2, args.trials)):
+        if key not in phases:
+            continue
+        r = sweep(root / name.replace(", ", "-").replace(" ", "_"),
+                  argparse.Namespace(**{**vars(args), "trials": trials}), pruner, workers)
+        results[key] = r
         print(f"{name}: best val loss {r['best']:.4f} | {r['trials']} trials ({r['pruned']} pruned) "
               f"in {r['wall_s']:.0f}s = {r['per_hour']:.0f} trials/hour | mean trial "
               f"{r['s_complete']:.0f}s complete, {r['s_pruned']:.0f}s pruned", flush=True)
-    pruned, plain, two = (results[k] for k in results)
-    best = min(pruned["best"], plain["best"], two["best"])
-    print(f"\nbest found {best:.4f} (sweeps: {pruned['best']:.4f}, {plain['best']:.4f}, "
-          f"{two['best']:.4f}) vs default {base:.4f} at {args.budget} per run")
-    print(f"pruning: {pruned['per_hour'] / plain['per_hour']:.2f}x trials per hour")
-    print(f"two workers: {two['wall_s'] / pruned['wall_s']:.2f}x the wall time of one")
+    if results and base is not None:
+        best = min(r["best"] for r in results.values())
+        print(f"\nbest found {best:.4f} vs default {base:.4f} at {args.budget} per run")
+    if "pruned" in results and "plain" in results:
+        print(f"pruning: {results['pruned']['per_hour'] / results['plain']['per_hour']:.2f}x "
+              f"trials per hour")
+    if "pruned" in results and "two" in results:
+        print(f"two workers: {results['two']['wall_s'] / results['pruned']['wall_s']:.2f}x the "
+              f"wall time of one")
 
 
 if __name__ == "__main__":
