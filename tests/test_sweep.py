@@ -215,6 +215,40 @@ def test_conditional_keys_are_sampled_only_when_their_condition_holds(tmp_path):
     assert seen == {"adamw", "sgd"}
 
 
+def test_the_first_trial_runs_the_recipes_own_values(sweep_files, tmp_path):
+    base, space = sweep_files
+    recipe = yaml.safe_load(base.read_text())
+    recipe["train"]["lr"] = 1.0e-5  # one of the space's choices
+    base.write_text(yaml.safe_dump(recipe))
+    study = run_sweep(spec(base, space, tmp_path / "sw", trials=1, pruner="none"), log=lambda *a: None)
+    first = study.trials[0]
+    assert first.params == {"train.lr": 1e-5} and first.user_attrs["baseline"] is True
+    assert load_run(first.user_attrs["run_dir"], device="cpu").config.train.lr == 1e-5
+    study = run_sweep(spec(base, space, tmp_path / "sw2", trials=1, pruner="none", baseline=False),
+                      log=lambda *a: None)
+    assert "baseline" not in study.trials[0].user_attrs
+
+
+def test_the_baseline_takes_only_values_the_space_holds(tmp_path):
+    from lmforge.sweep.space import baseline
+
+    path = tmp_path / "space.yaml"
+    path.write_text("train.lr: {type: logfloat, low: 1.0e-4, high: 1.0e-2}\n"
+                    "train.warmup_steps: {type: int, low: 0, high: 200, step: 25}\n"
+                    "model.d_model: {type: categorical, choices: [64, 128]}\n"
+                    "train.optimizer: {type: categorical, choices: [adamw, sgd]}\n"
+                    "train.momentum: {type: float, low: 0.5, high: 0.99, when: {train.optimizer: sgd}}\n")
+    params = load_space(path)
+    fixed = {"train.lr": 3e-3, "train.warmup_steps": 100, "model.d_model": 128,
+             "train.optimizer": "adamw", "train.momentum": 0.9}
+    assert baseline(params, fixed) == {"train.lr": 3e-3, "train.warmup_steps": 100,
+                                       "model.d_model": 128, "train.optimizer": "adamw"}
+    # outside the range, off the step grid, not a choice: left to the sampler
+    fixed.update({"train.lr": 0.1, "train.warmup_steps": 110, "model.d_model": 96,
+                  "train.optimizer": "sgd"})
+    assert baseline(params, fixed) == {"train.optimizer": "sgd", "train.momentum": 0.9}
+
+
 def test_sweep_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["sweep", "--space", "x.yaml"]) == 1
     assert capsys.readouterr().err.strip() == \

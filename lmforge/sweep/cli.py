@@ -39,6 +39,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--pruner", choices=PRUNERS, help="median (default), hyperband or none")
     p.add_argument("--prune-after", type=int, help="median pruner: trials finished before pruning")
     p.add_argument("--seed", type=int, help="sampler seed")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
+                   help="do not run the recipe's own values as the first trial")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_intermixed_args(argv)
     try:
@@ -69,7 +71,7 @@ def cli(argv: list[str]) -> int:
     spec = SweepSpec(config=args.config, space=args.space, out=args.out,
                      overrides=list(args.overrides), task_args=task_args)
     for name in ("task", "trials", "budget", "storage", "metric", "direction", "pruner",
-                 "prune_after", "seed"):
+                 "prune_after", "seed", "baseline"):
         if getattr(args, name) is not None:
             setattr(spec, name, getattr(args, name))
     if timeout is not None:

@@ -28,6 +28,8 @@ def trial_line(study: Any, trial: Any, metric: str) -> str:
     value = f" {metric} {trial.value:.4f}" if trial.value is not None else ""
     if "pruned_at" in trial.user_attrs:
         state += f" at step {trial.user_attrs['pruned_at']}"
+    if trial.user_attrs.get("baseline"):
+        state += " (the recipe's own values)"
     if "same_as" in trial.user_attrs:
         state += f" (same configuration as trial {trial.user_attrs['same_as']}, not rerun)"
     if "error" in trial.user_attrs:

@@ -138,6 +138,35 @@ def sample(trial: Any, params: list[Param], fixed: dict[str, Any] | None = None)
     return drawn
 
 
+def _inside(p: Param, value: Any) -> bool:
+    """Whether a config value is one the trial could draw for this key."""
+    if p.type == "categorical":
+        return value in p.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if not p.low <= value <= p.high:
+        return False
+    if p.type == "int" and value != int(value):
+        return False
+    step = p.step or (1 if p.type == "int" else None)
+    return step is None or abs((value - p.low) / step - round((value - p.low) / step)) < 1e-9
+
+
+def baseline(params: list[Param], fixed: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's own values of the searched keys, where the space holds them: the sweep's
+    first trial, so that it measures the recipe as it stands and the best it reports is never
+    worse than that (up to run-to-run noise). Keys whose value lies outside the space are
+    left to the sampler."""
+    chosen, values = dict(fixed), {}
+    for p in params:
+        if any(chosen.get(k) not in allowed for k, allowed in p.when.items()):
+            continue
+        value = fixed.get(p.key)
+        if _inside(p, value):
+            values[p.key] = value
+    return values
+
+
 def as_overrides(values: dict[str, Any]) -> list[str]:
     """{"train.lr": 0.001} -> ["train.lr=0.001"] (values written so YAML reads them back)."""
     out = []

@@ -24,7 +24,7 @@ from ..config_cli import flat_keys
 from ..train.checkpoint import atomic_write_text
 from ..train.loop import TrainingDiverged
 from .objective import TrialReporter, objective_for, parse_budget, run_trial
-from .space import as_overrides, load_space, sample
+from .space import as_overrides, baseline, load_space, sample
 
 SPEC_FILE = "sweep.json"
 PRUNERS = ("median", "hyperband", "none")
@@ -51,6 +51,7 @@ class SweepSpec:
     pruner: str = "median"  # median | hyperband | none
     prune_after: int = 3  # median pruner: trials that finish before any is pruned
     seed: int | None = None  # sampler seed: a fresh one-worker sweep is reproducible
+    baseline: bool = True  # trial 0 runs the recipe's own values of the searched keys
     overrides: list[str] = field(default_factory=list)  # fixed key=value for every trial
     task_args: list[str] = field(default_factory=list)  # passed to the task command (--data ...)
 
@@ -162,6 +163,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, log: Callable[[str], Any] =
         raise
     if not resume:
         atomic_write_text(out / SPEC_FILE, json.dumps(dataclasses.asdict(spec), indent=2) + "\n")
+        start = baseline(params, fixed) if spec.baseline else {}
+        if start:
+            study.enqueue_trial(start, user_attrs={"baseline": True})
     metric, direction = objective_for(spec.task, spec.metric, spec.direction)
 
     def objective(trial: Any) -> float:
