@@ -8,8 +8,9 @@ once), then, in one process with the same threads:
 3. speed: generation tokens/s at batch 1 and 8 (64-token prompts, 128 new tokens, greedy, no
    early stop), fp32 and bf16, the two libraries alternating round by round; the median round
    counts. With `llama-cpp-python` installed, llama.cpp on the same file is a reference row.
-   At batch 1 the table also shows the weight-read floor: tokens/s of a step that only reads
-   every weight matrix once, the ceiling of any implementation with these weights and dtype.
+   lmforge runs twice, as is and with `--compile` (the one-row matrix-vector products
+   compiled, lmforge/nn/matvec.py). At batch 1 the table also shows the BLAS weight-read
+   floor: tokens/s of a step that does nothing but its products through `F.linear`.
 
     python benchmarks/smollm2.py                       # the full table
     python benchmarks/smollm2.py --quick               # small sizes, to check it runs
@@ -61,8 +62,9 @@ def hf_greedy(hf, ids: torch.Tensor, new: int) -> torch.Tensor:
         return hf.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)[:, ids.size(1):]
 
 
-def lm_greedy(model, ids: torch.Tensor, new: int) -> list[list[int]]:
-    hyps = generate_tokens(model, ids.tolist(), DecodeOptions(temperature=0, max_new_tokens=new))
+def lm_greedy(model, ids: torch.Tensor, new: int, compile: bool = False) -> list[list[int]]:
+    hyps = generate_tokens(model, ids.tolist(),
+                           DecodeOptions(temperature=0, max_new_tokens=new, compile=compile))
     return [h[0].tokens for h in hyps]
 
 
@@ -76,16 +78,18 @@ def check_logits(run, hf, template: ChatTemplate) -> float:
         return float((run.model(ids)[0] - hf(ids).logits).abs().max())
 
 
-def check_greedy(run, hf, template: ChatTemplate, new: int) -> tuple[int, list[str]]:
-    same, answers = 0, []
+def check_greedy(run, hf, template: ChatTemplate, new: int) -> tuple[int, int, list[str]]:
+    """Prompts whose greedy tokens equal transformers': lmforge, lmforge --compile."""
+    same, same_compiled, answers = 0, 0, []
     for prompt in PROMPTS:
         text = template.render([{"role": "user", "content": prompt}], add_generation_prompt=True)
         ids = torch.tensor([run.tokenizer.encode(text)])
         ours, theirs = lm_greedy(run.model, ids, new)[0], hf_greedy(hf, ids, new)[0].tolist()
         same += ours == theirs
+        same_compiled += lm_greedy(run.model, ids, new, compile=True)[0] == theirs
         end = ours.index(2) if 2 in ours else len(ours)  # <|im_end|>
         answers.append(run.tokenizer.decode(ours[:end]))
-    return same, answers
+    return same, same_compiled, answers
 
 
 # ----------------------------------------------------------------- 3: speed
@@ -121,9 +125,10 @@ def llama_cpp_speed(gguf: Path, threads: int, prompt: list[int], new: int, round
 
 
 def weight_floor(model) -> float:
-    """Tokens/s if a batch-1 step did nothing but read every weight matrix once (one
-    vector-matrix product each, the embedding as the tied output layer): at batch 1 decoding
-    is memory-bound, so no implementation with these weights in this dtype goes faster."""
+    """Tokens/s if a batch-1 step did nothing but its matrix-vector products through the
+    usual BLAS kernel (`F.linear`, one row), the embedding as the tied output layer: decoding
+    one sequence is memory-bound, so this is the most that kernel allows in this dtype
+    (`--compile` reads the weights faster; see lmforge/nn/matvec.py)."""
     mats = [p for p in model.parameters() if p.dim() == 2]
     xs = {p.size(1): torch.randn(1, p.size(1), dtype=p.dtype) for p in mats}
 
@@ -144,16 +149,20 @@ def speed(run, gguf: Path, args) -> list[dict]:
         hf = transformers_model(gguf, dtype)
         for batch in args.batches:
             ids = prompts(run.tokenizer, batch, args.prompt_tokens)
-            lm_greedy(model, ids, 4), hf_greedy(hf, ids, 4)  # warm up both
-            times: dict[str, list[float]] = {"lmforge": [], "transformers": []}
-            for _ in range(args.rounds):  # alternate, so drifting machine load hits both alike
+            lm_greedy(model, ids, 4), hf_greedy(hf, ids, 4)  # warm up all three
+            compile_s = timed(lambda: lm_greedy(model, ids, 4, compile=True))  # compiles once
+            times: dict[str, list[float]] = {"lmforge": [], "compiled": [], "transformers": []}
+            for _ in range(args.rounds):  # alternate, so drifting machine load hits all alike
                 times["lmforge"].append(timed(lambda: lm_greedy(model, ids, args.new_tokens)))
+                times["compiled"].append(timed(lambda: lm_greedy(model, ids, args.new_tokens, True)))
                 times["transformers"].append(timed(lambda: hf_greedy(hf, ids, args.new_tokens)))
             tps = {k: batch * args.new_tokens / statistics.median(v) for k, v in times.items()}
-            rows.append({"dtype": dtype_name, "batch": batch, **tps,
+            rows.append({"dtype": dtype_name, "batch": batch, **tps, "compile_s": compile_s,
                          "ratio": tps["lmforge"] / tps["transformers"],
+                         "ratio_compiled": tps["compiled"] / tps["transformers"],
                          "floor": weight_floor(model) if batch == 1 else None})
             print(f"  {dtype_name} batch {batch}: lmforge {tps['lmforge']:.1f} tok/s, "
+                  f"--compile {tps['compiled']:.1f} (first call {compile_s:.1f} s), "
                   f"transformers {tps['transformers']:.1f} tok/s", flush=True)
         hf = None  # free it before the next dtype's copy loads
     run.model.float()
@@ -183,26 +192,28 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct ({gguf.name}), {args.threads} threads, torch {torch.__version__}")
     diff = check_logits(run, hf, template)
     print(f"logits max |lmforge - transformers| (fp32): {diff:.2e}")
-    same, answers = check_greedy(run, hf, template, args.greedy_tokens)
-    print(f"greedy {args.greedy_tokens} tokens identical: {same}/{len(PROMPTS)} prompts")
+    same, same_compiled, answers = check_greedy(run, hf, template, args.greedy_tokens)
+    print(f"greedy {args.greedy_tokens} tokens identical to transformers': {same}/{len(PROMPTS)} "
+          f"prompts; with --compile: {same_compiled}/{len(PROMPTS)}")
     print(f"  {PROMPTS[0]!r} -> {answers[0]!r}")
     del hf
     rows = speed(run, gguf, args)
     ref = llama_cpp_speed(gguf, args.threads, prompts(run.tokenizer, 1, args.prompt_tokens)[0].tolist(),
                           args.new_tokens, args.rounds)
-    print("\n| dtype | batch | lmforge tok/s | transformers tok/s | lmforge / transformers | "
-          "weight-read floor tok/s (its / transformers) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| dtype | batch | lmforge tok/s | lmforge --compile tok/s | transformers tok/s | "
+          "lmforge / transformers | --compile / transformers | BLAS weight-read floor tok/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        floor = f"{r['floor']:.1f} ({r['floor'] / r['transformers']:.2f}x)" if r["floor"] else "-"
-        print(f"| {r['dtype']} | {r['batch']} | {r['lmforge']:.1f} | {r['transformers']:.1f} | "
-              f"{r['ratio']:.2f}x | {floor} |")
+        floor = f"{r['floor']:.1f}" if r["floor"] else "-"
+        print(f"| {r['dtype']} | {r['batch']} | {r['lmforge']:.1f} | {r['compiled']:.1f} | "
+              f"{r['transformers']:.1f} | {r['ratio']:.2f}x | {r['ratio_compiled']:.2f}x | {floor} |")
     if ref is None:
         print("\nllama.cpp: llama-cpp-python is not installed (pip install llama-cpp-python)")
     else:
         print(f"\nllama.cpp (llama-cpp-python, {gguf.name} as is, batch 1): {ref:.1f} tok/s")
     if args.json:
         Path(args.json).write_text(json.dumps({"logits_max_diff": diff, "greedy_identical": same,
+                                               "greedy_identical_compiled": same_compiled,
                                                "speed": rows, "llama_cpp": ref}, indent=2))
 
 

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--compile", action="store_true",
+                   help="CPU: compile the decoding's matrix-vector products (faster replies "
+                        "after a few seconds of compiling on the first one)")
     p.add_argument("--device", default="auto")
     return p
 
@@ -86,7 +89,7 @@ def cli(argv: list[str]) -> int:
     options = DecodeOptions.from_kwargs(max_new_tokens=args.max_new_tokens,
                                         temperature=args.temperature, top_k=args.top_k,
                                         top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                                        seed=args.seed)
+                                        seed=args.seed, compile=args.compile)
     run = load_run(args.run, device=args.device)
     note = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     with warnings.catch_warnings(record=True) as caught:  # "no chat template": one plain note

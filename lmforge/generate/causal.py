@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..nn.matvec import matvec_linears
 from .sampling import DecodeOptions, RowRandom, check_token_budget, full_precision
 from .search import Hypothesis, StepFn, beam_search, sample_loop
 
@@ -253,7 +254,7 @@ def iter_tokens(model: nn.Module, prompts: Sequence[Sequence[int]], options: Dec
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Sample row by row (greedy when temperature is 0): yields (tokens (B,), logprobs (B,))
     per step, as `sample_loop`. `seeds[i]` seeds row i's random stream (None: fresh)."""
-    with _eval_mode(model):
+    with _eval_mode(model), matvec_linears(model, options.compile):
         logits, state, step = start_decoding(model, prompts, options.max_new_tokens,
                                              options.use_cache)
         device = logits.device
@@ -287,7 +288,7 @@ def generate_tokens(model: nn.Module, prompts: Sequence[Sequence[int]], options:
     """
     options.validate()
     if options.num_beams > 1:
-        with _eval_mode(model), torch.inference_mode():
+        with _eval_mode(model), torch.inference_mode(), matvec_linears(model, options.compile):
             logits, state, step = start_decoding(model, prompts, options.max_new_tokens,
                                                  options.use_cache)
             return beam_search(step, logits, state, options.num_beams, options.max_new_tokens,

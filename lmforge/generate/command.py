@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole prefix per token (slow; for checking)")
+    p.add_argument("--compile", action="store_true",
+                   help="CPU: compile the matrix-vector products of one-sequence decoding "
+                        "(faster per token after a few seconds of compiling; see docs/decoding.md)")
     p.add_argument("--chat", action="store_true",
                    help="each prompt is a user message: render it with the run's chat template "
                         "and print the assistant's reply (ends at the end-of-turn token)")
@@ -92,7 +95,7 @@ def cli(argv: list[str]) -> int:
         top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
         num_beams=args.beams, length_penalty=args.length_penalty,
         early_stopping=not args.no_early_stopping, num_samples=args.num_samples, seed=args.seed,
-        stop=[unescape(s) for s in args.stop], use_cache=not args.no_cache)
+        stop=[unescape(s) for s in args.stop], use_cache=not args.no_cache, compile=args.compile)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     decode = task_of_run(args.run).decode

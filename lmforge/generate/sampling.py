@@ -35,6 +35,7 @@ class DecodeOptions:
     seed: int | None = None  # None = fresh randomness; sample j of a prompt uses seed + j
     stop: list[str] = field(default_factory=list)  # stop strings (the text ends before them)
     use_cache: bool = True  # False = recompute the whole prefix each step (reference, slow)
+    compile: bool = False  # CPU: one-row steps' matrix-vector products compiled (nn/matvec.py)
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "DecodeOptions":
