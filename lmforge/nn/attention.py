@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .matvec import project
 from .norm import RMSNorm
 from .positional import Rotary
 
@@ -195,9 +196,10 @@ class GroupedQueryAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, hd)
-        k = self.k(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, hd)
-        v = self.v(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        q, k, v = project(x, self.q, self.k, self.v)  # one call when decoding one row (matvec.py)
+        q = q.view(B, T, self.n_heads, self.head_dim)  # (B, T, H, hd)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, hd)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         start = cache.length if cache is not None else 0

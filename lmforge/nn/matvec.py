@@ -12,6 +12,10 @@ rounding (about 1e-5), not bit for bit.
     with matvec_linears(model):   # while inside: plain nn.Linear layers fed one row use it
         ...decode...
 
+Layers that read the same input (q, k, v; gate, up) go through `project(x, *layers)`: one
+compiled call for all of them, since each call of a compiled function costs ~20 us of
+dispatch, a tenth of a small product.
+
 The first use compiles the kernel (a few seconds; TorchInductor caches it on disk for the
 next process). Where torch.compile cannot run (no C++ compiler), decoding warns once and
 goes on with the usual kernel.
@@ -28,32 +32,51 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_kernel: Any = None  # the compiled product; False once compiling has failed
+_kernel: Any = None  # the compiled products; False once compiling has failed
 
 
-def _mul_sum(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (weight * x).sum(-1)
+def _mul_sums(weights: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+    return [(w * x).sum(-1) for w in weights]
 
 
-def matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """weight (N, K) @ x (K,) -> (N,), through the compiled kernel when it works."""
+def matvecs(weights: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+    """[w (N_i, K) @ x (K,) -> (N_i,) for each w], through one compiled call when it works."""
     global _kernel
     if _kernel is not False:
         try:
             if _kernel is None:
-                _kernel = torch.compile(_mul_sum, dynamic=True, fullgraph=True)
-            return _kernel(weight, x)
+                _kernel = torch.compile(_mul_sums, dynamic=True, fullgraph=True)
+            return _kernel(weights, x)
         except Exception as err:  # noqa: BLE001 - e.g. no C++ compiler: decode without it
             _kernel = False
             print(f"lmforge: compiled decoding is unavailable ({type(err).__name__}: "
                   f"{str(err).splitlines()[0][:160]}); decoding with the usual kernels",
                   file=sys.stderr)
-    return F.linear(x, weight)
+    return [F.linear(x, w) for w in weights]
+
+
+def matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """weight (N, K) @ x (K,) -> (N,)."""
+    return matvecs([weight], x)[0]
+
+
+def _one_row(x: torch.Tensor) -> bool:
+    return x.numel() == x.size(-1) and not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def project(x: torch.Tensor, *layers: nn.Module) -> list[torch.Tensor]:
+    """`[layer(x) for layer in layers]`, as one compiled call when x is one row and every
+    layer is a plain linear layer inside a `matvec_linears` block."""
+    if not (_one_row(x) and all("_one_row_forward" in layer.__dict__ for layer in layers)):
+        return [layer(x) for layer in layers]
+    ys = matvecs([layer.weight for layer in layers], x.reshape(-1))
+    return [(y if layer.bias is None else y + layer.bias).view(*x.shape[:-1], -1)
+            for y, layer in zip(ys, layers)]
 
 
 def _one_row_forward(layer: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.numel() != x.size(-1) or torch.is_grad_enabled() and x.requires_grad:
+        if not _one_row(x):
             return F.linear(x, layer.weight, layer.bias)  # several rows (a prefill): BLAS
         y = matvec(layer.weight, x.reshape(-1)).view(*x.shape[:-1], -1)
         return y if layer.bias is None else y + layer.bias
@@ -68,9 +91,9 @@ def matvec_linears(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     layers = [m for m in model.modules() if type(m) is nn.Linear
               and m.weight.device.type == "cpu" and "forward" not in m.__dict__] if enabled else []
     for layer in layers:
-        layer.forward = _one_row_forward(layer)
+        layer.forward = layer._one_row_forward = _one_row_forward(layer)
     try:
         yield
     finally:
         for layer in layers:
-            del layer.forward
+            del layer.forward, layer._one_row_forward

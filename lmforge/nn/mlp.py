@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .activation import get_activation
+from .matvec import project
 
 
 class MLP(nn.Module):
@@ -42,4 +43,5 @@ class SwiGLU(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(self.act(self.gate(x)) * self.up(x)))  # (B, T, D)
+        gate, up = project(x, self.gate, self.up)  # one call when decoding one row (matvec.py)
+        return self.dropout(self.down(self.act(gate) * up))  # (B, T, D)
