@@ -12,7 +12,9 @@ Rows (each beside zero-shot SmolLM2-135M-Instruct):
   DPO (on pairs from the same data, starting from the SFT model): held-out pair accuracy
       before (log p(chosen) > log p(rejected) under the SFT model) and the DPO run's reward
       accuracy after (r(chosen) > r(rejected), rewards relative to the SFT model)
-Everything is written to WORK/results.json as well.
+Everything is written to WORK/results.json as well; a later run in the same WORK on the same
+data (--per-task, --test-per-task) takes the zero-shot row from there instead of recomputing
+it (35 minutes on one thread), and an SFT run already in WORK/sft is evaluated, not retrained.
 """
 
 from __future__ import annotations
@@ -144,10 +146,15 @@ def main() -> None:
         (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print(f"{name}: {values} ({results['seconds']:.0f} s)", flush=True)
 
-    zero = load_run(base, device="cpu")
-    record("zero_shot", {**generation_scores(zero, data),
-                         "pair_pref": likelihood_preference(zero, data / "prefs-test.jsonl")})
-    del zero
+    earlier = json.loads((work / "results.json").read_text()) if (work / "results.json").is_file() else {}
+    same_tests = all(earlier.get("args", {}).get(k) == getattr(args, k) for k in ("per_task", "test_per_task"))
+    if same_tests and "zero_shot" in earlier:  # the zero-shot row of an earlier run on the same data
+        record("zero_shot", earlier["zero_shot"])
+    else:
+        zero = load_run(base, device="cpu")
+        record("zero_shot", {**generation_scores(zero, data),
+                             "pair_pref": likelihood_preference(zero, data / "prefs-test.jsonl")})
+        del zero
     if "clf" not in skip:
         record("classifier", {"sst2_test_acc": classifier_row(
             base, work, args.clf_train, args.test_per_task, args.clf_epochs, args.threads)})

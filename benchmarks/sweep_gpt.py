@@ -124,7 +124,8 @@ def main() -> None:
         results[key] = r
         print(f"{name}: best val loss {r['best']:.4f} | {r['trials']} trials ({r['pruned']} pruned) "
               f"in {r['wall_s']:.0f}s = {r['per_hour']:.0f} trials/hour | mean trial "
-              f"{r['s_complete']:.0f}s complete, {r['s_pruned']:.0f}s pruned", flush=True)
+              f"{r['s_complete']:.0f}s complete" + (f", {r['s_pruned']:.0f}s pruned" if r["pruned"] else ""),
+              flush=True)
     if results and base is not None:
         best = min(r["best"] for r in results.values())
         print(f"\nbest found {best:.4f} vs default {base:.4f} at {args.budget} per run")
