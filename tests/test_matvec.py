@@ -91,3 +91,16 @@ def test_without_torch_compile_decoding_falls_back(monkeypatch, capsys):
         generate_ids(model, prompt, max_new_tokens=10, temperature=0)
     err = capsys.readouterr().err
     assert err.count("compiled decoding is unavailable") == 1 and "no C++ compiler" in err
+
+
+def test_many_weight_shapes_compile_once_per_list_length():
+    """Parameters of ten shapes (more than torch.compile's recompile limit of 8) all go
+    through the compiled kernel: shapes stay symbolic, so no shape recompiles."""
+    torch.manual_seed(0)
+    shapes = [(5, 7), (9, 7), (11, 13), (3, 13), (40, 8), (8, 40), (17, 19), (23, 19), (2, 3), (4, 5)]
+    with torch.inference_mode():
+        for n, k in shapes:
+            w, x = nn.Parameter(torch.randn(n, k)), torch.randn(k)
+            for out in [mv.matvec(w, x), *mv.matvecs([w, w, w], x)]:
+                assert torch.allclose(out, w @ x, atol=1e-5)
+    assert mv._kernel is not False  # never fell back

@@ -46,7 +46,10 @@ def matvecs(weights: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
         try:
             if _kernel is None:
                 _kernel = torch.compile(_mul_sums, dynamic=True, fullgraph=True)
-            return _kernel(weights, x)
+            # plain tensors, not Parameters: torch.compile keeps a parameter's shape static,
+            # which would compile once per weight shape; this way shapes stay symbolic and
+            # one compile per list length serves every layer of every model
+            return _kernel([w.detach() for w in weights], x)
         except Exception as err:  # noqa: BLE001 - e.g. no C++ compiler: decode without it
             _kernel = False
             print(f"lmforge: compiled decoding is unavailable ({type(err).__name__}: "
