@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -138,9 +139,13 @@ def test_progress_lines_without_a_tty_and_eval_lines_above_the_bar(tiny_run, tmp
 def test_generate_into_a_closed_pipe_exits_quietly(tiny_run):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", "generate", str(tiny_run),
-                             "--prompt", "ROMEO:", "--max-new-tokens", "3000", "--stream",
+                             "--prompt", "ROMEO:", "--max-new-tokens", "20000", "--stream",
                              "--device", "cpu"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # a 4 KiB pipe (Linux's F_SETPIPE_SZ): the 20,000 characters cannot all fit in it, so the
+    # generator is still writing when the reader leaves, however slowly this process runs
+    # (with the default 64 KiB pipe a fast generator could finish first and exit 0)
+    fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)
     proc.stdout.read(3)  # like `| head -c 3`: read a little, then go away
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
