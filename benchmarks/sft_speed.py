@@ -62,7 +62,7 @@ def batches(args: argparse.Namespace):
                          args.seq, False, None)
     sampler = BucketSampler(split.lengths, args.batch, seed=0)
     out = []
-    for _ in range(args.steps + 1):
+    for _ in range(args.steps + args.warmup):
         rows = [split.examples[i] for i in sampler.next()]
         x, y = collate_lm(rows, tok.pad_id or 0)
         out.append((x, y, sum(len(e.ids) - 1 for e in rows)))
@@ -84,7 +84,7 @@ def skip_bound(args: argparse.Namespace) -> float:
     kv = cfg.get("n_kv_heads") or cfg["n_heads"]
     ffn = cfg.get("d_ff") or 4 * d
     per_pos = layers * (2 * d * cfg["n_heads"] * hd + 2 * d * kv * hd + 3 * d * ffn)
-    data = batches(args)[1:]
+    data = batches(args)[args.warmup:]
     positions = sum(x.numel() for x, _, _ in data)
     targets = sum(int((y != -100).sum()) for _, y, _ in data)
     theirs = positions * (per_pos + d * V)
@@ -127,14 +127,15 @@ def run_lmforge(args: argparse.Namespace) -> dict:
         def loss(self, batch, m=None):
             return (m or model)(batch[0], batch[1])[1]
 
-    cfg = TrainConfig(max_steps=args.steps + 1, lr=2e-4, warmup_steps=0, weight_decay=0.0,
+    cfg = TrainConfig(max_steps=args.steps + args.warmup, lr=2e-4, warmup_steps=0, weight_decay=0.0,
                       threads=args.threads, precision=args.precision, progress=False,
-                      eval_every=0, grad_clip=1.0, chunked_ce=args.chunked_ce)
+                      eval_every=0, grad_clip=1.0, chunked_ce=args.chunked_ce,
+                      compile=args.compile)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(Fixed(), cfg, tmp, log=lambda *a: None)
-        return timed(lambda: trainer._train_step()[0].item(), data)  # the Trainer's own step
+        return timed(lambda: trainer._train_step()[0].item(), data, args.warmup)  # the Trainer's own step
 
 
 def run_hf(args: argparse.Namespace) -> dict:
@@ -164,17 +165,19 @@ def run_hf(args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         return loss.item()
 
-    return timed(step, data)
+    return timed(step, data, args.warmup)
 
 
-def timed(step, data) -> dict:
-    first_loss = step()  # warm-up (allocations, thread pools); equal on both sides
+def timed(step, data, warmup: int) -> dict:
+    first_loss = step()  # warm-up (allocations, thread pools, compiling); equal on both sides
+    for _ in range(warmup - 1):
+        step()
     reset_peak()
     t0 = time.perf_counter()
-    for _ in data[1:]:
+    for _ in data[warmup:]:
         step()
     seconds = time.perf_counter() - t0
-    tokens = sum(b[2] for b in data[1:])
+    tokens = sum(b[2] for b in data[warmup:])
     return {"tokens_per_s": tokens / seconds, "peak_rss_mb": peak_rss_mb(), "seconds": seconds,
             "first_loss": first_loss}
 
@@ -199,6 +202,10 @@ def main() -> None:
     p.add_argument("--plain-ce", dest="chunked_ce", action="store_false",
                    help="lmforge side: full (B, T, V) logits instead of `finetune sft`'s default "
                         "train.chunked_ce (only the assistant positions projected)")
+    p.add_argument("--compile", action="store_true",
+                   help="lmforge side: train.compile=true (TorchInductor; use --warmup 3: the "
+                        "first steps compile, for the first length and then for any length)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first, on both sides")
     p.add_argument("--side", choices=["lmforge", "hf"], help=argparse.SUPPRESS)
     p.add_argument("--hf", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -224,7 +231,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--side", side, "--hf", str(hf_dir), "--base", args.base,
                    "--data", args.data, "--steps", str(args.steps), "--batch", str(args.batch),
                    "--seq", str(args.seq), "--rank", str(args.rank), "--threads", str(args.threads),
-                   "--precision", args.precision] + ([] if args.chunked_ce else ["--plain-ce"])
+                   "--precision", args.precision, "--warmup", str(args.warmup)]
+            cmd += ([] if args.chunked_ce else ["--plain-ce"]) + (["--compile"] if args.compile else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
@@ -234,7 +242,8 @@ def main() -> None:
     best = {s: max(v["tokens_per_s"] for v in rs) for s, rs in results.items()}
     rss = {s: max(v["peak_rss_mb"] for v in rs) for s, rs in results.items()}
     print(f"\nLoRA SFT, batch {args.batch} x <= {args.seq} tokens, rank {args.rank} on "
-          f"{','.join(TARGETS)}, {args.threads} threads, {args.precision}, {args.steps} timed "
+          f"{','.join(TARGETS)}, {args.threads} threads, {args.precision}"
+          f"{' (lmforge: train.compile=true)' if args.compile else ''}, {args.steps} timed "
           f"steps x {args.rounds} rounds (best round):")
     print("| | tokens/s | peak RSS (MB) |")
     print("| --- | --- | --- |")

@@ -30,6 +30,7 @@ from ..nn.mlp import SwiGLU
 from ..nn.norm import RMSNorm
 from ..nn.positional import Rotary
 from .backbone import Backbone, layer_kv_caches, scaled_residual_init
+from .llama_step import block_step, can_fuse
 
 
 def llama_ff_width(d_model: int, multiple_of: int = 8) -> int:
@@ -107,8 +108,12 @@ class Llama(Backbone):
                 state: list[KVCache] | None = None) -> tuple[torch.Tensor, list[KVCache] | None]:
         """With a cache, `mask` covers the cached positions too: (B, start+T)."""
         x = self.drop(self.embed(ids))  # (B, T, D)
+        one_row = ids.shape == (1, 1) and mask is None and bool(state) and not self.training
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, state[i] if state else None)
+            y = None
+            if one_row and state[i].length and can_fuse(block):  # decoding with --compile
+                y = block_step(block, x, state[i])
+            x = y if y is not None else block(x, mask, state[i] if state else None)
         return self.norm(x), state
 
 

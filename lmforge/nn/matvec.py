@@ -32,7 +32,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_kernel: Any = None  # the compiled products; False once compiling has failed
+_compiled: dict[Callable, Any] = {}  # fn -> its compiled version
+_unavailable = False  # set once compiling has failed: everything runs eagerly after that
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, list):
+        return [_detached(v) for v in value]
+    return value
+
+
+def compiled(fn: Callable, *args: Any) -> Any:
+    """`fn(*args)` through torch.compile (dynamic shapes, one graph), or None where
+    torch.compile cannot run here (warned once; the caller then runs its eager code)."""
+    global _unavailable
+    if _unavailable:
+        return None
+    try:
+        if fn not in _compiled:
+            _compiled[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+        # plain tensors, not Parameters: torch.compile keeps a parameter's shape static,
+        # which would compile once per weight shape; this way shapes stay symbolic and
+        # one compile serves every layer of every model
+        return _compiled[fn](*_detached(list(args)))
+    except Exception as err:  # noqa: BLE001 - e.g. no C++ compiler: decode without it
+        _unavailable = True
+        print(f"lmforge: compiled decoding is unavailable ({type(err).__name__}: "
+              f"{str(err).splitlines()[0][:160]}); decoding with the usual kernels",
+              file=sys.stderr)
+        return None
 
 
 def _mul_sums(weights: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
@@ -41,21 +71,8 @@ def _mul_sums(weights: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor
 
 def matvecs(weights: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     """[w (N_i, K) @ x (K,) -> (N_i,) for each w], through one compiled call when it works."""
-    global _kernel
-    if _kernel is not False:
-        try:
-            if _kernel is None:
-                _kernel = torch.compile(_mul_sums, dynamic=True, fullgraph=True)
-            # plain tensors, not Parameters: torch.compile keeps a parameter's shape static,
-            # which would compile once per weight shape; this way shapes stay symbolic and
-            # one compile per list length serves every layer of every model
-            return _kernel([w.detach() for w in weights], x)
-        except Exception as err:  # noqa: BLE001 - e.g. no C++ compiler: decode without it
-            _kernel = False
-            print(f"lmforge: compiled decoding is unavailable ({type(err).__name__}: "
-                  f"{str(err).splitlines()[0][:160]}); decoding with the usual kernels",
-                  file=sys.stderr)
-    return [F.linear(x, w) for w in weights]
+    ys = compiled(_mul_sums, weights, x)
+    return ys if ys is not None else [F.linear(x, w) for w in weights]
 
 
 def matvec(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
