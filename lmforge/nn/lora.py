@@ -94,8 +94,13 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return self.base(x)
-        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)  # (..., out)
-        return self.base(x) + update * self.scaling
+        # scaled on the rank-r side, and B's product added by the same BLAS call (addmm):
+        # no full-width temporary and no elementwise passes over the (..., out) output, which
+        # cost 5 % of a SmolLM2 LoRA step on a CPU when written as base(x) + update * scaling
+        h = F.linear(self.lora_dropout(x), self.lora_A) * self.scaling  # (..., rank)
+        y = self.base(x)  # (..., out)
+        out = torch.addmm(y.reshape(-1, y.size(-1)), h.reshape(-1, self.rank), self.lora_B.t())
+        return out.view(y.shape)
 
     def merged(self) -> nn.Linear:
         """A plain nn.Linear computing W + (alpha / r) B A (trainable again, like any layer)."""
