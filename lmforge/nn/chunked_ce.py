@@ -7,7 +7,8 @@ keeps them (and their softmax) until backward. Here only the rows whose target i
 row, and backward recomputes each chunk's logits to form its gradient
 `(softmax - onehot) * grad` (the trick of Liger-Kernel's fused linear cross-entropy and
 torchtune's chunked CE, written here as one autograd Function). Peak extra memory is one
-chunk of logits instead of all of them; the price is a second matmul per chunk in backward.
+chunk of logits instead of all of them; the price is a second matmul per chunk in backward
+(except when all rows fit in one chunk: its logits are kept, at the same peak).
 
     loss = chunked_cross_entropy(hidden, lm_head.weight, targets)        # == F.cross_entropy
     logp = chunked_token_logprobs(hidden, lm_head.weight, targets)       # (B, T), 0 where ignored
@@ -62,6 +63,10 @@ class _RowNLL(torch.autograd.Function):
                 nll[start:stop] = lse[start:stop] - picked
         ctx.save_for_backward(rows, weight, targets, lse)
         ctx.chunk_size, ctx.compute_dtype = chunk_size, compute_dtype
+        # one chunk in all (SFT's few assistant rows): keep its logits for backward instead of
+        # recomputing them; backward would hold a chunk of logits at that point anyway, so the
+        # peak is the same and one of the three vocabulary products goes
+        ctx.logits = logits if 0 < rows.shape[0] <= chunk_size else None
         return nll
 
     @staticmethod
@@ -78,7 +83,7 @@ class _RowNLL(torch.autograd.Function):
             for start in range(0, rows.shape[0], size):
                 stop = start + size
                 h = rows[start:stop].to(cdt)  # (C, D)
-                logits = (h @ w.T).to(lse.dtype)  # (C, V), recomputed
+                logits = ctx.logits if ctx.logits is not None else (h @ w.T).to(lse.dtype)  # (C, V)
                 # d nll / d logits = softmax - onehot(target), scaled by the incoming gradient
                 g = torch.exp(logits - lse[start:stop, None])
                 g.scatter_add_(1, targets[start:stop, None],
