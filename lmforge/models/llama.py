@@ -108,7 +108,8 @@ class Llama(Backbone):
                 state: list[KVCache] | None = None) -> tuple[torch.Tensor, list[KVCache] | None]:
         """With a cache, `mask` covers the cached positions too: (B, start+T)."""
         x = self.drop(self.embed(ids))  # (B, T, D)
-        one_row = ids.shape == (1, 1) and mask is None and bool(state) and not self.training
+        one_row = (ids.shape == (1, 1) and mask is None and bool(state) and not self.training
+                   and not torch.is_grad_enabled())  # the compiled block passes no gradient
         for i, block in enumerate(self.blocks):
             y = None
             if one_row and state[i].length and can_fuse(block):  # decoding with --compile
