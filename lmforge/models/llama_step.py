@@ -10,9 +10,9 @@ SwiGLU, residual - as one function that TorchInductor compiles into a handful of
 loops; every block of the model shares the compiled code (same shapes, the cache length a
 symbolic size).
 
-The new key and value are returned and written into the cache by the caller (a write into
-the cache inside the compiled graph would copy the whole buffer). Results agree with the
-eager block to float rounding, as `matvec` does.
+The new key and value are returned and written into the cache by the caller, so the graph
+mutates none of its inputs. Results agree with the eager block to float rounding, as
+`matvec` does.
 
 `Llama.forward` takes this path inside `matvec_linears` (decoding with `--compile`) when a
 step is one row, with a cache and no mask, and the block's layers are plain linear layers
@@ -63,7 +63,10 @@ def _make_step(n_heads: int, n_kv: int, head_dim: int, eps: float, qk_eps: float
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         qg = q.view(n_kv, group, 1, head_dim)
         scale = head_dim ** -0.5
-        keys = torch.cat((keys, k[:, None]), dim=1)  # (Hkv, S+1, hd): a small copy
+        # the new key joins the cached ones (a copy of ~100 KB) so that the attention output
+        # is one plain reduction: written as two partial sums combined afterwards, TorchInductor
+        # recomputed that combination inside the o product for every weight (2x slower)
+        keys = torch.cat((keys, k[:, None]), dim=1)  # (Hkv, S+1, hd)
         values = torch.cat((values, v[:, None]), dim=1)
         scores = (qg * keys[:, None]).sum(-1).float() * scale  # (Hkv, G, S+1)
         p = scores.softmax(-1).to(x.dtype)
