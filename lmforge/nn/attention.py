@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .matvec import project
+from .projections import project
 from .norm import RMSNorm
 from .positional import Rotary
 
@@ -196,7 +196,7 @@ class GroupedQueryAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = project(x, self.q, self.k, self.v)  # one call when decoding one row (matvec.py)
+        q, k, v = project(x, self.q, self.k, self.v)  # shared where possible (projections.py)
         q = q.view(B, T, self.n_heads, self.head_dim)  # (B, T, H, hd)
         k = k.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, hd)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)

@@ -94,10 +94,15 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return self.base(x)
+        return self.add_update(x, F.linear(self.lora_dropout(x), self.lora_A))
+
+    def add_update(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """base(x) + (alpha / r) B h, where h = A x (..., rank) was computed by the caller
+        (`shared_input_lora` computes it for several layers at once)."""
         # scaled on the rank-r side, and B's product added by the same BLAS call (addmm):
         # no full-width temporary and no elementwise passes over the (..., out) output, which
         # cost 5 % of a SmolLM2 LoRA step on a CPU when written as base(x) + update * scaling
-        h = F.linear(self.lora_dropout(x), self.lora_A) * self.scaling  # (..., rank)
+        h = h * self.scaling
         y = self.base(x)  # (..., out)
         out = torch.addmm(y.reshape(-1, y.size(-1)), h.reshape(-1, self.rank), self.lora_B.t())
         return out.view(y.shape)
@@ -115,6 +120,21 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha:g}"
+
+
+def shared_input_lora(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> list[torch.Tensor] | None:
+    """`[layer(x) for layer in layers]` for LoRA layers that read the same x (q, k, v; gate,
+    up), with their A matrices stacked into one product; None unless every layer is an
+    enabled LoRALinear without dropout (each dropout draws its own mask over x).
+
+    One (rows, sum of ranks) product instead of one per layer, forward and backward: 3.4 ->
+    2.3 ms for q, k, v at 1,600 rows x 576 -> 3 x 16 on 2 CPU threads."""
+    if len(layers) < 2 or not all(isinstance(layer, LoRALinear) and layer.enabled
+                                  and isinstance(layer.lora_dropout, nn.Identity) for layer in layers):
+        return None
+    stacked = torch.cat([layer.lora_A for layer in layers])  # (sum r, in)
+    hs = F.linear(x, stacked).split([layer.rank for layer in layers], dim=-1)
+    return [layer.add_update(x, h) for layer, h in zip(layers, hs)]
 
 
 def _matches(name: str, patterns: list[str]) -> bool:

@@ -12,9 +12,9 @@ rounding (about 1e-5), not bit for bit.
     with matvec_linears(model):   # while inside: plain nn.Linear layers fed one row use it
         ...decode...
 
-Layers that read the same input (q, k, v; gate, up) go through `project(x, *layers)`: one
-compiled call for all of them, since each call of a compiled function costs ~20 us of
-dispatch, a tenth of a small product.
+Layers that read the same input (q, k, v; gate, up) go through `one_row_projections` (from
+`nn/projections.project`): one compiled call for all of them, since each call of a compiled
+function costs ~20 us of dispatch, a tenth of a small product.
 
 The first use compiles the kernel (a few seconds; TorchInductor caches it on disk for the
 next process). Where torch.compile cannot run (no C++ compiler), decoding warns once and
@@ -84,11 +84,11 @@ def _one_row(x: torch.Tensor) -> bool:
     return x.numel() == x.size(-1) and not (torch.is_grad_enabled() and x.requires_grad)
 
 
-def project(x: torch.Tensor, *layers: nn.Module) -> list[torch.Tensor]:
-    """`[layer(x) for layer in layers]`, as one compiled call when x is one row and every
-    layer is a plain linear layer inside a `matvec_linears` block."""
+def one_row_projections(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> list[torch.Tensor] | None:
+    """`[layer(x) for layer in layers]` as one compiled call, or None unless x is one row
+    and every layer is a plain linear layer inside a `matvec_linears` block."""
     if not (_one_row(x) and all("_one_row_forward" in layer.__dict__ for layer in layers)):
-        return [layer(x) for layer in layers]
+        return None
     ys = matvecs([layer.weight for layer in layers], x.reshape(-1))
     return [(y if layer.bias is None else y + layer.bias).view(*x.shape[:-1], -1)
             for y, layer in zip(ys, layers)]

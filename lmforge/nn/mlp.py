@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .activation import get_activation
-from .matvec import project
+from .projections import project
 
 
 class MLP(nn.Module):
@@ -43,5 +43,5 @@ class SwiGLU(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = project(x, self.gate, self.up)  # one call when decoding one row (matvec.py)
+        gate, up = project(x, self.gate, self.up)  # shared where possible (projections.py)
         return self.dropout(self.down(self.act(gate) * up))  # (B, T, D)

@@ -85,3 +85,38 @@ def test_only_adapters_and_head_train_and_merge_gives_identical_outputs():
     plain = build_model(model.config).eval()
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(plain(ids, mask=mask)[0], unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_layers_sharing_an_input_stack_their_A_matrices_with_the_same_result(monkeypatch):
+    """project(x, q, k, v) on LoRA layers (one product for the three A matrices) gives what
+    each layer gives alone: outputs and every gradient; with dropout each layer runs alone."""
+    from lmforge.nn import projections
+    from lmforge.nn.lora import shared_input_lora
+
+    torch.manual_seed(0)
+    layers = [LoRALinear(nn.Linear(12, n, bias=n == 5), rank=r, alpha=2.0 * r)
+              for n, r in [(12, 4), (5, 2), (5, 4)]]
+    for layer in layers:
+        nn.init.normal_(layer.lora_B)  # a nonzero update
+    x = torch.randn(3, 7, 12, requires_grad=True)
+    params = [x] + [p for layer in layers for p in (layer.lora_A, layer.lora_B)]
+
+    def outputs_and_grads(outputs):
+        for p in params:
+            p.grad = None
+        sum((y * torch.arange(y.numel()).view_as(y)).sum() for y in outputs).backward()
+        return outputs, [p.grad for p in params]
+
+    alone, want = outputs_and_grads([layer(x) for layer in layers])
+    shared, got = outputs_and_grads(shared_input_lora(x, tuple(layers)))
+    for a, b in zip(shared + got, alone + want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    calls = []
+    monkeypatch.setattr(projections, "shared_input_lora",
+                        lambda x, ls: calls.append(len(ls)) or shared_input_lora(x, ls))
+    projections.project(x, *layers)
+    assert calls == [3]  # project takes that path for LoRA layers
+    layers[1].enabled = False  # not with a disabled adapter, nor with dropout
+    assert shared_input_lora(x, tuple(layers)) is None
+    layers[1].enabled = True
+    assert shared_input_lora(x, (layers[0], LoRALinear(nn.Linear(12, 5), rank=2, dropout=0.1))) is None
