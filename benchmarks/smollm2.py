@@ -9,8 +9,9 @@ once), then, in one process with the same threads:
    early stop), fp32 and bf16, the two libraries alternating round by round; the median round
    counts. With `llama-cpp-python` installed, llama.cpp on the same file is a reference row.
    lmforge runs twice, as is and with `--compile` (one-row decoding compiled: each Llama
-   block one call, lmforge/models/llama_step.py; other products lmforge/nn/matvec.py). At batch 1 the table also shows the BLAS weight-read
-   floor: tokens/s of a step that does nothing but its products through `F.linear`.
+   block one call, lmforge/models/llama_step.py; other products lmforge/nn/matvec.py). At
+   batch 1 the table also shows the BLAS weight-read floor: tokens/s of a step that does
+   nothing but its products through `F.linear`.
 
     python benchmarks/smollm2.py                       # the full table
     python benchmarks/smollm2.py --quick               # small sizes, to check it runs

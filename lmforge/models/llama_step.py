@@ -27,18 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.matvec import compiled
+from ..nn.matvec import compiled, is_one_row_linear
+from ..nn.norm import rms_norm
+from ..nn.positional import rotate_halves
 
 _STEPS: dict[tuple, Any] = {}  # compiled block step per static shape (heads, norms, biases)
-
-
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return weight * F.rms_norm(x.float(), (x.size(-1),), eps=eps).to(x.dtype)  # as RMSNorm
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)  # Llama's half pairing (Rotary(half=True))
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 def _linear(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -54,13 +47,13 @@ def _make_step(n_heads: int, n_kv: int, head_dim: int, eps: float, qk_eps: float
         """x (D,); w = [attn_norm, q, k, v, o, mlp_norm, gate, up, down]; b = q/k/v biases;
         qk = [q_norm, k_norm] or []; cos/sin (hd/2,) of this position; keys/values
         (Hkv, S, hd) cached before it -> (new x, new key (Hkv, hd), new value (Hkv, hd))."""
-        h = _rms(x, w[0], eps)
+        h = rms_norm(x, w[0], eps)
         q = _linear(w[1], h, b[0]).view(n_heads, head_dim)
         k = _linear(w[2], h, b[1]).view(n_kv, head_dim)
         v = _linear(w[3], h, b[2]).view(n_kv, head_dim)
         if qk:
-            q, k = _rms(q, qk[0], qk_eps), _rms(k, qk[1], qk_eps)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q, k = rms_norm(q, qk[0], qk_eps), rms_norm(k, qk[1], qk_eps)
+        q, k = rotate_halves(q, cos, sin), rotate_halves(k, cos, sin)
         qg = q.view(n_kv, group, 1, head_dim)
         scale = head_dim ** -0.5
         # the new key joins the cached ones (a copy of ~100 KB) so that the attention output
@@ -72,7 +65,7 @@ def _make_step(n_heads: int, n_kv: int, head_dim: int, eps: float, qk_eps: float
         p = scores.softmax(-1).to(x.dtype)
         y = (p[..., None] * values[:, None]).sum(-2)  # (Hkv, G, hd)
         x = x + _linear(w[4], y.reshape(-1), None)
-        h = _rms(x, w[5], eps)
+        h = rms_norm(x, w[5], eps)
         act = F.silu(_linear(w[6], h, None)) * _linear(w[7], h, None)
         x = x + _linear(w[8], act, None)
         return x, k, v
@@ -80,14 +73,10 @@ def _make_step(n_heads: int, n_kv: int, head_dim: int, eps: float, qk_eps: float
     return step
 
 
-def _plain(layer: nn.Module) -> bool:
-    return "_one_row_forward" in layer.__dict__  # a plain nn.Linear inside matvec_linears
-
-
 def can_fuse(block: nn.Module) -> bool:
     """The block's projections are plain linear layers inside `matvec_linears`, SiLU-gated."""
     a, m = block.attn, block.mlp
-    return (all(_plain(layer) for layer in (a.q, a.k, a.v, a.o, m.gate, m.up, m.down))
+    return (all(is_one_row_linear(layer) for layer in (a.q, a.k, a.v, a.o, m.gate, m.up, m.down))
             and isinstance(m.act, nn.SiLU) and a.rotary.half)
 
 
@@ -96,28 +85,20 @@ def block_step(block: nn.Module, x: torch.Tensor, cache: Any) -> torch.Tensor | 
     advanced by one; None where compiling failed (the caller runs the eager block)."""
     a = block.attn
     start = cache.length
-    if start + 1 > cache.capacity:
-        raise ValueError(f"KV cache full: {start} + 1 > {cache.capacity} positions")
-    if start + 1 > a.rotary.max_len:
-        raise ValueError(f"sequence of {start + 1} tokens is longer than model.max_len={a.rotary.max_len}")
+    cos, sin = a.rotary.angles(start, 1, x.dtype)  # (1, hd/2)
     first = max(0, start + 1 - a.window) if a.window else 0  # Mistral: the last `window` keys
     qk_eps = a.q_norm.eps if a.q_norm is not None else None
     key = (a.n_heads, a.n_kv_heads, a.head_dim, block.attn_norm.eps, qk_eps)
     if key not in _STEPS:
         _STEPS[key] = _make_step(*key)
-    if a.rotary.cos.dtype != torch.float32:
-        a.rotary._build_tables(x.device)
     weights = [block.attn_norm.weight, a.q.weight, a.k.weight, a.v.weight, a.o.weight,
                block.mlp_norm.weight, block.mlp.gate.weight, block.mlp.up.weight, block.mlp.down.weight]
     biases = [a.q.bias, a.k.bias, a.v.bias]
     norms = [a.q_norm.weight, a.k_norm.weight] if a.q_norm is not None else []
-    out = compiled(_STEPS[key], x.reshape(-1), weights, biases, norms,
-                   a.rotary.cos[start].to(x.dtype), a.rotary.sin[start].to(x.dtype),
+    out = compiled(_STEPS[key], x.reshape(-1), weights, biases, norms, cos[0], sin[0],
                    cache.k[0, :, first:start], cache.v[0, :, first:start])
     if out is None:
         return None
     y, k, v = out
-    cache.k[0, :, start] = k
-    cache.v[0, :, start] = v
-    cache.length = start + 1
+    cache.append(k[None, :, None], v[None, :, None])  # (1, Hkv, 1, hd); refuses a full cache
     return y.view(1, 1, -1)

@@ -84,10 +84,15 @@ def _one_row(x: torch.Tensor) -> bool:
     return x.numel() == x.size(-1) and not (torch.is_grad_enabled() and x.requires_grad)
 
 
+def is_one_row_linear(layer: nn.Module) -> bool:
+    """A plain nn.Linear given the one-row forward by an enclosing `matvec_linears`."""
+    return "_one_row_forward" in layer.__dict__
+
+
 def one_row_projections(x: torch.Tensor, layers: tuple[nn.Module, ...]) -> list[torch.Tensor] | None:
     """`[layer(x) for layer in layers]` as one compiled call, or None unless x is one row
     and every layer is a plain linear layer inside a `matvec_linears` block."""
-    if not (_one_row(x) and all("_one_row_forward" in layer.__dict__ for layer in layers)):
+    if not (_one_row(x) and all(is_one_row_linear(layer) for layer in layers)):
         return None
     ys = matvecs([layer.weight for layer in layers], x.reshape(-1))
     return [(y if layer.bias is None else y + layer.bias).view(*x.shape[:-1], -1)

@@ -7,6 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm as a function (the module below; compiled decoding calls it directly)."""
+    normed = F.rms_norm(x.float(), (x.size(-1),), eps=eps)  # (..., D) in fp32
+    return weight * normed.to(x.dtype)
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich, 2019): x / rms(x) * weight, no mean, no bias.
 
@@ -20,8 +26,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps)  # (..., D) in fp32
-        return self.weight * normed.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, eps={self.eps:g}"

@@ -63,6 +63,13 @@ class LearnedPositions(nn.Module):
         return self.weight(pos)  # (T, D)
 
 
+def rotate_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Llama's pairing: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) on the two halves of
+    the last dimension (`Rotary(half=True)`; compiled decoding calls it directly)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al., 2021): rotate query/key channel pairs by a
     position-dependent angle so that q.k depends on relative position only.
@@ -92,18 +99,19 @@ class Rotary(nn.Module):
         self.register_buffer("cos", freqs.cos(), persistent=False)
         self.register_buffer("sin", freqs.sin(), persistent=False)
 
+    def angles(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (length, hd/2) of positions start .. start+length-1, in `dtype`."""
+        if start + length > self.max_len:
+            raise ValueError(f"sequence of {start + length} tokens is longer than model.max_len={self.max_len}")
+        if self.cos.dtype != torch.float32:
+            self._build_tables(self.cos.device)
+        return (self.cos[start:start + length].to(dtype), self.sin[start:start + length].to(dtype))
+
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x: (B, H, T, hd) -> same shape, rotated for positions start .. start+T-1."""
-        T = x.size(-2)
-        if start + T > self.max_len:
-            raise ValueError(f"sequence of {start + T} tokens is longer than model.max_len={self.max_len}")
-        if self.cos.dtype != torch.float32:
-            self._build_tables(x.device)
-        cos = self.cos[start:start + T].to(x.dtype)  # (T, hd/2)
-        sin = self.sin[start:start + T].to(x.dtype)
-        if self.half:  # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) on the two halves
-            x1, x2 = x.chunk(2, dim=-1)
-            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        cos, sin = self.angles(start, x.size(-2), x.dtype)  # (T, hd/2)
+        if self.half:
+            return rotate_halves(x, cos, sin)
         x1, x2 = x[..., 0::2], x[..., 1::2]
         out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return out.flatten(-2)

@@ -104,6 +104,11 @@ def test_batches_lora_and_training_take_the_eager_block(monkeypatch):
     assert generate_ids(lora, prompt, max_new_tokens=12, temperature=0, compile=True) == \
         generate_ids(lora, prompt, max_new_tokens=12, temperature=0)
     assert calls == []  # the wrapped q/v layers keep their own forward
+    state = model.backbone.init_state(1)  # with autograd on (training, a gradient check)
+    with matvec_linears(model):
+        model.backbone(torch.tensor([[3, 7]]), state=state)
+        step, _ = model.backbone(torch.tensor([[11]]), state=state)
+    assert calls == [] and step.requires_grad  # the compiled block would pass no gradient
 
 
 def test_a_full_cache_is_refused_with_a_clear_message():
